@@ -1,0 +1,1 @@
+"""auto3dseg package."""

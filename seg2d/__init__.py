@@ -1,0 +1,1 @@
+"""seg2d package."""
