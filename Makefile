@@ -8,7 +8,6 @@ STAMP := $(VENV)/.installed-stamp
 ZARR2_VENV ?= .venv-zarr2
 ZARR2_STAMP := $(ZARR2_VENV)/.installed-stamp
 DATA ?= data
-DEMO_OUT ?= runs/demo
 PYTEST_ARGS ?=
 
 .PHONY: install demo test test-zarr2 test-main clean-demo
@@ -34,11 +33,11 @@ $(ZARR2_STAMP):
 
 demo: install
 	$(BIN)/cellmap_sample $(DATA)
-	$(BIN)/convert_zarr_to_nifti --datasplit datasplit.csv --output_dir $(DEMO_OUT)/nifti
-	$(BIN)/run_auto3dseg --mode analyze --datalist $(DEMO_OUT)/nifti/datalist.json --work_dir $(DEMO_OUT)/work_dir
+	$(BIN)/convert_zarr_to_nifti
+	$(BIN)/run_auto3dseg --mode analyze
 	@echo
-	@echo "Conversion report: $(DEMO_OUT)/nifti/conversion_report.md"
-	@echo "Data statistics:   $(DEMO_OUT)/work_dir/datastats_report.md"
+	@echo "Conversion report: $(DATA)/nifti/conversion_report.md"
+	@echo "Data statistics:   $(DATA)/work_dir/datastats_report.md"
 
 test-main: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -49,4 +48,4 @@ test-zarr2: $(ZARR2_STAMP)
 test: test-main test-zarr2
 
 clean-demo:
-	rm -rf $(DATA) $(DEMO_OUT)
+	rm -rf $(DATA)
