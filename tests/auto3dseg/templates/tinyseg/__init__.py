@@ -1,0 +1,1 @@
+"""Tiny Auto3DSeg algorithm template for CPU tests (our own code)."""
