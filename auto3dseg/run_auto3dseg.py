@@ -6,6 +6,8 @@ Shell::
     run_auto3dseg --mode full --templates /path/to/algorithm_templates --algos segresnet
     run_auto3dseg --mode train --num_epochs 2                    # smoke run; resumes failed bundles
     run_auto3dseg --mode predict --input /path/to/nifti_folder --output preds/
+    run_auto3dseg --mode predict --input data/nifti/images --grids data/nifti/conversion_report.json
+    run_auto3dseg --mode evaluate --truth ground_truth.zarr --prediction preds/submission.zarr --out scores/
     python auto3dseg/run_auto3dseg.py --mode analyze             # same, without installing
 
 Python::
@@ -139,7 +141,38 @@ def mode_predict(opts: Options) -> list:
     output = opts.output or os.path.join(opts.work_dir, "predictions")
     outs = predict(opts.work_dir, opts.run_config(), inputs=opts.input, output_dir=output, force=opts.force)
     print(f"{len(outs)} prediction(s) in {output}")
+    _export_submission(opts, output)
     return outs
+
+
+def _export_submission(opts: Options, pred_dir: str):
+    """predict: also write submission.zarr + zip when crop grids are known (--grids, else the
+    conversion_report.json beside the datalist); --submission names the zarr."""
+    from auto3dseg.export import export_for_run
+
+    sub = export_for_run(pred_dir, opts.datalist, grids=opts.extra.get("grids"), out=opts.extra.get("submission"))
+    if sub is None:
+        print("No crop grids for these predictions: no submission.zarr (pass --grids conversion_report.json, "
+              "test_crop_manifest.csv or datasplit.csv)")
+    else:
+        print(f"Submission: {sub['zarr']} ({len(sub['arrays'])} arrays) and {sub['zip']}")
+    return sub
+
+
+def mode_evaluate(opts: Options) -> dict:
+    """CellMap scores of --prediction against --truth (zarr crop<ID>/<class> hierarchies or NIfTI folders)
+    -> --out/scores.csv, scores.md, scores.png."""
+    from auto3dseg.export import evaluate_paths
+
+    ex = opts.extra
+    missing = [k for k in ("truth", "prediction") if not ex.get(k)]
+    if missing:
+        raise Auto3DSegError(f"--mode evaluate needs --{' and --'.join(missing)} (zarr crop<ID>/<class> or NIfTI folders)")
+    out = ex.get("out") or opts.output or os.path.join(opts.work_dir, "evaluation")
+    paths = evaluate_paths(ex["truth"], ex["prediction"], out, datalist=opts.datalist, classes=ex.get("classes"),
+                           crops=_names(ex.get("crops")) or None)
+    print("Scores: " + ", ".join(str(p) for p in paths.values()))
+    return paths
 
 
 def mode_full(opts: Options) -> dict:
@@ -163,6 +196,7 @@ MODES = {
     "ensemble": mode_ensemble,
     "predict": mode_predict,
     "full": mode_full,
+    "evaluate": mode_evaluate,
 }
 
 

@@ -61,6 +61,7 @@ __all__ = [
     "CropClassScore",
     "Scores",
     "INSTANCE_CLASSES",
+    "instance_class_names",
     "ratio_cutoff",
     "hausdorff_cap_nm",
     "normalized_hausdorff",
@@ -672,7 +673,9 @@ def aggregate(scores: Iterable[CropClassScore], notes: Sequence[str] = ()) -> Sc
     return Scores(scores, classes, i, s_, math.sqrt(i * s_), list(notes))
 
 
-def _instance_names(instance_classes) -> frozenset:
+def instance_class_names(instance_classes=None) -> frozenset:
+    """The instance classes: ``instance_classes`` when given, else the catalogue's
+    (:mod:`cellmap.classes`), else :data:`INSTANCE_CLASSES`."""
     if instance_classes is not None:
         return frozenset(instance_classes)
     try:  # the catalogue, when it is there
@@ -706,7 +709,7 @@ def evaluate_hierarchies(truth, prediction, classes: Optional[Sequence[str]] = N
 
     t_h = read_hierarchy(truth)
     p_h = read_hierarchy(prediction)
-    inst = _instance_names(instance_classes)
+    inst = instance_class_names(instance_classes)
     if crops is not None:
         want = {_crop_name(c) for c in crops}
         unknown = sorted(want - set(t_h))

@@ -12,13 +12,12 @@ largest ID: never wrapped to uint8). The zip holds the hierarchy's contents at i
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
+from typing import Any, Dict, Sequence
 
 import numpy as np
 
@@ -97,27 +96,13 @@ def grid_of_attrs(attrs: Dict[str, Any], shape: Sequence[int], where: str) -> Gr
     return Grid(vs, tr, tuple(int(s) for s in shape))
 
 
-def _ngff_s0(location: str, attrs: Dict[str, Any]) -> LabelArray:
-    try:
-        ms = attrs["multiscales"][0]
-        ds = ms["datasets"][0]
-        scale = translation = None
-        for t in ds.get("coordinateTransformations", []):
-            if t.get("type") == "scale":
-                scale = t["scale"]
-            elif t.get("type") == "translation":
-                translation = t["translation"]
-        path = ds["path"]
-    except (KeyError, IndexError, TypeError) as exc:
-        raise SubmissionError(f"{location}: multiscales metadata lacks datasets[0] with a scale "
-                              f"({exc!r}); write it as OME-NGFF 0.4") from exc
-    if scale is None:
-        raise SubmissionError(f"{location}: multiscales datasets[0] has no scale transformation")
-    sub = _zarr.join(location, path)
-    arr = _zarr.open_array(sub)
-    tr = translation if translation is not None else [0.0] * len(scale)
-    grid = grid_of_attrs({"voxel_size": scale, "translation": tr}, arr.shape, sub)
-    return LabelArray(arr, grid, sub)
+def _ngff_s0(location: str) -> LabelArray:
+    from cellmap.multiscale import read_multiscale
+
+    ms = read_multiscale(location, strict_pyramid=False, require_translation=False)
+    level = ms.finest
+    sub = ms.array_location(level)
+    return LabelArray(_zarr.open_array(sub), level.grid, sub)
 
 
 def _read_label(location: str) -> LabelArray:
@@ -126,7 +111,7 @@ def _read_label(location: str) -> LabelArray:
         arr = _zarr.open_array(location)
         return LabelArray(arr, grid_of_attrs(attrs, arr.shape, location), location)
     if "multiscales" in attrs:
-        return _ngff_s0(location, attrs)
+        return _ngff_s0(location)
     raise SubmissionError(f"{location}: a class must be an array with voxel_size/translation "
                           "attributes or an OME-NGFF multiscale group")
 
