@@ -160,8 +160,8 @@ def plan_train(voxels: list[int], model: TrainMemoryModel, num_epochs: int = 300
     minutes = (num_epochs * steps * seconds_per_patch * 1.2 / 60 + startup_min) * 1.25
     time_min = _round_up(minutes, 10)
     why = (f"train (one bundle): {model.ranks} rank(s) x ({model.workers} loader workers + 1) = "
-           f"{model.cases_in_flight} full cases in flight, the largest {len(set(held))} distinct of "
-           f"{len(voxels)} ({sum(held):,} voxels) x {model.bytes_per_voxel:g} B/voxel "
+           f"{model.cases_in_flight} full cases in flight, the largest of {len(voxels)} cases "
+           f"(repeated when fewer) = {sum(held):,} voxels x {model.bytes_per_voxel:g} B/voxel "
            f"(image {model.image_bytes_per_voxel:g} + label {model.label_bytes_per_voxel:g} x "
            f"({model.n_classes} classes + 1)) = {in_flight_mb / 1024:.2f} GiB; cache "
            f"{cache_mb / 1024:.2f} GiB; base {model.base_mb_per_rank} MiB x {model.ranks} rank(s); "
@@ -223,8 +223,10 @@ class Plan:
     steps: dict
     notes: list = field(default_factory=list)
 
-    def explain(self) -> str:
-        lines = [f"[{name}] {res.explanation}" for name, res in self.steps.items()]
+    def explain(self, names=None) -> str:
+        """One paragraph per step (only `names` when given), then the notes."""
+        lines = [f"[{name}] {res.explanation}" for name, res in self.steps.items()
+                 if names is None or name in names]
         return "\n".join(lines + self.notes)
 
 

@@ -189,6 +189,16 @@ def mode_full(opts: Options) -> dict:
     return out
 
 
+def mode_submit(opts: Options):
+    """SLURM: the options of ``full`` plus --profile NAME|YAML, --dry_run, --resubmit_failed, --convert="...",
+    --loader_workers; submits analyze -> generate -> train array (one bundle per task) -> ensemble with
+    --dependency=afterok, records job ids in work_dir/slurm/jobs.json, resubmits only failed jobs/tasks on rerun;
+    --dry_run prints the sbatch lines. See auto3dseg.submit."""
+    from auto3dseg.submit import submit_from_options
+
+    return submit_from_options(opts)
+
+
 MODES = {
     "analyze": mode_analyze,
     "generate": mode_generate,
@@ -196,6 +206,7 @@ MODES = {
     "ensemble": mode_ensemble,
     "predict": mode_predict,
     "full": mode_full,
+    "submit": mode_submit,
     "evaluate": mode_evaluate,
 }
 

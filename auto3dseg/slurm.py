@@ -28,8 +28,8 @@ from auto3dseg.resources import Resources
 __all__ = [
     "SlurmError", "Profile", "Step", "JobRecord", "TaskState", "load_profile", "env_script_text",
     "write_env_script", "sbatch_argv", "with_dependency", "render_line", "launch", "load_records",
-    "job_states", "submit_steps", "auto3dseg_steps", "submit_pipeline", "status_lines",
-    "dask_cluster", "REPO_ROOT", "TEMPLATE_DIR", "PROFILE_DIR",
+    "job_states", "submit_steps", "status_lines", "SubmitResult",
+    "seg2d_tune_step", "submit_seg2d_tune", "dask_cluster", "REPO_ROOT", "TEMPLATE_DIR", "PROFILE_DIR",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -174,6 +174,17 @@ def _time_arg(minutes: int) -> str:
     return f"{days}-{hours:02d}:{mins:02d}:00"
 
 
+def _array_spec(indices) -> str:
+    """sbatch --array value: runs of consecutive indices as ranges, e.g. [0, 1, 2, 5] -> "0-2,5"."""
+    runs: list[list[int]] = []
+    for i in sorted(set(int(i) for i in indices)):
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    return ",".join(f"{a}-{b}" if b > a else f"{a}" for a, b in runs)
+
+
 def _resolved(step: Step, profile: Profile) -> tuple[Resources, dict]:
     """Planner resources with the profile's per-step overrides and maxima applied."""
     over = dict(profile.steps.get(step.name) or {})
@@ -220,7 +231,7 @@ def sbatch_argv(step: Step, profile: Profile, work_dir: Path, env_file: Path,
         argv.append(f"--gres={profile.gpu_gres}:{res.gpus}")
     if step.items is not None:
         indices = array_indices if array_indices is not None else range(len(step.items))
-        argv.append(f"--array={','.join(str(i) for i in indices)}")
+        argv.append(f"--array={_array_spec(indices)}")
         argv.append(f"--output={logs / (name + '-%A_%a.out')}")
     else:
         argv.append(f"--output={logs / (name + '-%j.out')}")
@@ -451,6 +462,7 @@ class SubmitResult:
     lines: list = field(default_factory=list)
     job_ids: dict = field(default_factory=dict)
     status: list = field(default_factory=list)
+    explanations: dict = field(default_factory=dict)
 
 
 def _latest_by_index(recs: list[JobRecord]) -> dict:
@@ -520,6 +532,7 @@ def submit_steps(steps: list[Step], profile: str | Path | Profile, work_dir: str
             changed = True
             array = None if step.items is None else [i for i in to_run if i is not None]
             argv = sbatch_argv(step, profile, work_dir, env_file, array, chdir)
+            result.explanations[step.name] = _resolved(step, profile)[0].explanation
             if dry_run:
                 result.lines.append(render_line(step.name, with_dependency(argv, tokens)))
                 active.append(f"${step.name}")
@@ -552,58 +565,39 @@ def status_lines(work_dir: str | Path) -> list[str]:
     return lines
 
 
-def auto3dseg_steps(run_args: list[str], bundles: list[str], plan, convert_args: list[str] | None = None,
-                    module: str = "auto3dseg.run_auto3dseg") -> list[Step]:
-    """The staged Auto3DSeg chain: [convert ->] analyze -> generate -> train array -> ensemble.
+JOURNAL_SUFFIXES = (".log", ".jsonl", ".journal")
 
-    run_args: `--key=value` options passed unchanged to every `run_auto3dseg --mode ...` call;
-    bundles: bundle names in array-index order (one training task each); plan: a
-    `resources.Plan` whose `steps` give each step's Resources.
+
+def seg2d_tune_step(tune_args: list[str], workers: int = 4, base_seed: int = 0,
+                    resources: Resources | None = None) -> Step:
+    """The 2D tuner's array of `workers` Optuna workers sharing one journal-file study.
+
+    tune_args: options of `python -m seg2d tune`; they must hold `--storage <file>.log` (or
+    `.jsonl`, `.journal`, `journal:PATH`) and no `--seed` (worker i gets base_seed + i).
     """
-    steps = []
-    if convert_args is not None:
-        steps.append(Step("convert", "convert.sbatch", tuple(convert_args), plan.steps["convert"]))
-    prev = ("convert",) if convert_args is not None else ()
-    steps.append(Step("analyze", "analyze.sbatch", tuple(run_args), plan.steps["analyze"], prev))
-    steps.append(Step("generate", "generate.sbatch", tuple(run_args), plan.steps["generate"],
-                      ("analyze",)))
-    steps.append(Step("train", "train_array.sbatch", tuple(run_args), plan.steps["train"],
-                      ("generate",), items=tuple(bundles)))
-    steps.append(Step("ensemble", "ensemble.sbatch", tuple(run_args), plan.steps["ensemble"],
-                      ("train",)))
-    return steps
+    args = [str(a) for a in tune_args]
+    storage = next((a.split("=", 1)[1] if "=" in a else (args[i + 1] if i + 1 < len(args) else "")
+                    for i, a in enumerate(args) if a.split("=", 1)[0] == "--storage"), None)
+    if storage is None or not (storage.startswith("journal:") or storage.endswith(JOURNAL_SUFFIXES)):
+        raise SlurmError(f"seg2d tune workers share one study: pass --storage OUT/study.log (an Optuna "
+                         f"journal file on a shared filesystem), got {storage!r}")
+    if any(a.split("=", 1)[0] == "--seed" for a in args):
+        raise SlurmError("do not pass --seed to the tune workers: worker i uses base_seed + i "
+                         "(pass --base_seed)")
+    seeds = tuple(str(int(base_seed) + i) for i in range(int(workers)))
+    res = resources or Resources(cpus=4, mem_mb=16384, time_min=240, gpus=1, explanation=(
+        "seg2d tune worker: 4 CPUs, 16 GiB, 1 GPU, 4 h (Cellpose on one GPU; set "
+        "steps.seg2d_tune in the cluster profile)"))
+    return Step("seg2d_tune", "seg2d_tune_array.sbatch", tuple(args), res, items=seeds,
+                job_name="s2d-tune")
 
 
-def submit_pipeline(run_args: list[str], bundles: list[str], profile: str | Path = "local",
-                    work_dir: str | Path = "data/work_dir", datalist: str | Path | None = None,
-                    convert_args: list[str] | None = None, dry_run: bool = False,
-                    resubmit_failed: bool = True, num_epochs: int = 300, workers: int = 4,
-                    ranks: int = 1, n_classes: int = 1, algos=(), out=print) -> SubmitResult:
-    """Plan resources from the datalist, then submit (or print) the staged Auto3DSeg chain.
-
-    Prints the state of earlier jobs and the planner's reasoning to stderr; with `dry_run` the
-    sbatch lines go to `out` one per line, nothing else.
-    """
-    from auto3dseg.resources import TrainMemoryModel, plan_all
-
-    model = TrainMemoryModel(n_classes=n_classes, workers=workers, ranks=ranks)
-    plan = plan_all(datalist, n_bundles=len(bundles), model=model, num_epochs=num_epochs,
-                    algos=algos)
-    steps = auto3dseg_steps(run_args, bundles, plan, convert_args)
-    result = submit_steps(steps, profile, work_dir, dry_run=dry_run,
-                          resubmit_failed=resubmit_failed)
-    for line in result.status:
-        print(line, file=sys.stderr)
-    if dry_run:
-        print(plan.explain(), file=sys.stderr)
-        for line in result.lines:
-            out(line)
-    else:
-        for step, job_id in result.job_ids.items():
-            print(f"submitted {step}: job {job_id}", file=sys.stderr)
-        if not result.job_ids:
-            print("nothing to submit: every step completed or is still queued", file=sys.stderr)
-    return result
+def submit_seg2d_tune(tune_args: list[str], workers: int = 4, profile: str | Path = "local",
+                      work_dir: str | Path = "seg2d_out", base_seed: int = 0,
+                      dry_run: bool = False) -> SubmitResult:
+    """Submit (or, with dry_run, return the line of) the tuner's worker array; records in work_dir."""
+    step = seg2d_tune_step(tune_args, workers, base_seed)
+    return submit_steps([step], profile, work_dir, dry_run=dry_run)
 
 
 def dask_cluster(profile: str | Path | Profile = "local", jobs: int = 1, cores: int | None = None,
@@ -639,15 +633,34 @@ def dask_cluster(profile: str | Path | Profile = "local", jobs: int = 1, cores: 
 
 
 def main() -> None:
-    """`python -m auto3dseg.slurm status WORK_DIR`: the state of every recorded job."""
+    """`python -m auto3dseg.slurm status|seg2d_tune ...` (Fire)."""
     import fire
 
     def status(work_dir: str = "data/work_dir") -> None:
-        """Print one line per recorded job or array task of WORK_DIR."""
+        """Print one line per recorded job or array task of WORK_DIR (state, and why it failed)."""
         for line in status_lines(work_dir):
             print(line)
 
-    fire.Fire({"status": status})
+    def seg2d_tune(tune: str, workers: int = 4, profile: str = "local",
+                   work_dir: str = "seg2d_out", base_seed: int = 0, dry_run: bool = False) -> None:
+        """Run `seg2d tune` as an array of WORKERS Optuna workers sharing one journal study.
+
+        Shell: python -m auto3dseg.slurm seg2d_tune --workers 4 --profile local --work_dir OUT \\
+                 --tune="--dataset DIR --model cyto3 --n_trials 200 --out OUT --storage OUT/study.log"
+        (write --tune= with the equals sign). A rerun resubmits only failed workers (records in WORK_DIR/slurm/jobs.json).
+        """
+        if not isinstance(tune, str):
+            raise SlurmError('pass the tune options as one string with an equals sign: '
+                             '--tune="--dataset DIR ... --storage OUT/study.log"')
+        result = submit_seg2d_tune(shlex.split(tune), workers, profile, work_dir, base_seed, dry_run)
+        for line in result.status:
+            print(line, file=sys.stderr)
+        for line in result.lines:
+            print(line)
+        for step, job_id in result.job_ids.items():
+            print(f"submitted {step}: job {job_id}", file=sys.stderr)
+
+    fire.Fire({"status": status, "seg2d_tune": seg2d_tune})
 
 
 if __name__ == "__main__":

@@ -97,7 +97,7 @@ def test_planner_numbers_reach_the_sbatch_line(tmp_path):
     assert argv == [
         "sbatch", "--parsable", "--job-name=a3d-train", "--partition=gpu", "--account=lab",
         "--cpus-per-task=6", "--mem=100000M", "--time=0-00:20:00", "--gres=gpu:a100:2",
-        "--array=0,1", "--output=/w/slurm/logs/a3d-train-%A_%a.out", "--chdir=/repo",
+        "--array=0-1", "--output=/w/slurm/logs/a3d-train-%A_%a.out", "--chdir=/repo",
         "--export=ALL,CELLMAP_SLURM_ENV=/w/slurm/env.sh", str(slurm.TEMPLATE_DIR / "train_array.sbatch"),
         "s_0,s_1", "--work_dir=/w"]
     resolved, _ = slurm._resolved(step, slurm.load_profile(profile))
