@@ -546,6 +546,7 @@ def predict(work_dir: str, config: dict, inputs=None, output_dir=None, force: bo
             "output_dtype": "$np.uint8",
             "resample": False,
             "print_log": False,
+            "savepath_in_metadict": True,
         }
         saved = ens({"infer_files": [{"image": f}], "mode": mode, "sigmoid": sigmoid, "image_save_func": saver})
         if not saved or not saved[0] or not os.path.isfile(saved[0]):

@@ -18,11 +18,12 @@ class InferClass:
     def __init__(self, config_file=None, **override):
         override = {k: v for k, v in override.items() if k not in ("image_save_func",)}
         self.parser = P.read_config(config_file, override)
-        cfg = {k: self.parser.get_parsed_content(k) for k in ("normalize_mode", "intensity_bounds", "sigmoid", "ckpt_path", "roi_size")}
+        keys = ("normalize_mode", "intensity_bounds", "sigmoid", "ckpt_path", "roi_size", "input_channels", "hidden_channels", "output_classes")
+        cfg = {k: self.parser.get_parsed_content(k) for k in keys}
         cfg["custom_data_transforms"] = []  # label-side customisations do not apply at inference
         cfg["class_index"] = None
         self.config = cfg
-        self.model = P.network(self.parser)
+        self.model = P.network(cfg)
         ckpt = os.path.join(cfg["ckpt_path"], "model.pt")
         self.model.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True))
         self.model.eval()

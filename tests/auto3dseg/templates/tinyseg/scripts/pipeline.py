@@ -100,8 +100,12 @@ def transforms(config, train, with_label=True):
     return Compose(ts + final)
 
 
-def network(parser):
-    return parser.get_parsed_content("network")
+def network(config):
+    """Conv3d(3x3x3) -> ReLU -> Conv3d(1x1x1): input_channels -> hidden_channels -> output_classes."""
+    cin, hidden, cout = (int(config[k]) for k in ("input_channels", "hidden_channels", "output_classes"))
+    return torch.nn.Sequential(
+        torch.nn.Conv3d(cin, hidden, kernel_size=3, padding=1), torch.nn.ReLU(), torch.nn.Conv3d(hidden, cout, kernel_size=1)
+    )
 
 
 def logits_to_prob(logits, sigmoid):

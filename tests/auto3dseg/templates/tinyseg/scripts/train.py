@@ -28,9 +28,23 @@ def _score(acc):
     return float(acc.mean()) if acc.numel() else float("nan")
 
 
+def _save_updated_config(config_file, override):
+    """Write run overrides back into hyper_parameters.yaml, as SegResNet's config_save_updated does.
+
+    (Auto3DSeg templates do this; run_auto3dseg must undo it so smoke-test overrides never persist.)
+    """
+    files = [f.strip("'\"") for f in (config_file.split(",") if isinstance(config_file, str) else config_file)]
+    path = [f for f in files if f.endswith("hyper_parameters.yaml")][0]
+    with open(path) as fh:
+        cfg = yaml.safe_load(fh)
+    cfg.update({k: v for k, v in override.items() if "#" not in k})
+    with open(path, "w") as fh:
+        yaml.safe_dump(cfg, fh, sort_keys=False)
+
+
 def run(config_file=None, **override):
     parser = P.read_config(config_file, override)
-    config = {k: parser.get_parsed_content(k) for k in parser.get() if k not in ("network", "loss", "metric", "custom_data_transforms")}
+    config = {k: parser.get_parsed_content(k) for k in parser.get() if k not in ("loss", "metric", "custom_data_transforms")}
     config["custom_data_transforms"] = parser.get("custom_data_transforms")  # raw dicts, as SegResNet
     torch.manual_seed(int(config["seed"]))
     np.random.seed(int(config["seed"]))
@@ -47,7 +61,7 @@ def run(config_file=None, **override):
     val_ds = Dataset(val_files, P.transforms(config, train=False))
     loader = DataLoader(train_ds, batch_size=int(config["batch_size"]), shuffle=True, num_workers=0)
 
-    model = P.network(parser)
+    model = P.network(config)
     loss_fn = parser.get_parsed_content("loss")
     metric = parser.get_parsed_content("metric")
     opt = torch.optim.Adam(model.parameters(), lr=float(config["learning_rate"]))
@@ -86,6 +100,7 @@ def run(config_file=None, **override):
         w = csv.writer(fh, delimiter="\t")
         w.writerow(["epoch", "metric", "loss", "time"])
         w.writerows(history)
+    _save_updated_config(config_file, override)
     progress = [{"best_avg_dice_score": best, "best_avg_dice_score_epoch": best_epoch, "epochs": len(history)}]
     tmp = os.path.join(ckpt, "progress.yaml.tmp")
     with open(tmp, "w") as fh:
