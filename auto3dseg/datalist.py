@@ -53,10 +53,12 @@ def assign_folds(keys: Sequence[str], groups: Sequence[str], folds: int, seed: i
             f"--folds {folds}: at least 2 folds are needed so that fold 0 can validate "
             "(MONAI divides by the number of validation cases); pass --folds 2 or more")
     if len(members) < folds:
+        names = ", ".join(list(members)[:8]) + (" ..." if len(members) > 8 else "")
+        fix = (f"pass --folds {len(members)} or fewer, or " if len(members) >= 2 else
+               "convert crops of at least two groups, or ")
         raise DatalistError(
-            f"--folds {folds} with {len(members)} group(s) ({', '.join(members) or 'none'}): some "
-            "validation fold would be empty; pass --folds "
-            f"{max(2, len(members))} or fewer, or --fold_by crop to split crops of one dataset")
+            f"--folds {folds} with {len(members)} group(s) ({names or 'none'}): some validation fold "
+            f"would be empty; {fix}--fold_by crop to split the crops of one dataset")
     order = list(members)
     random.Random(seed).shuffle(order)
     order.sort(key=lambda g: -len(members[g]))  # stable: seeded order among equal sizes

@@ -1,0 +1,487 @@
+"""Convert planned CellMap crops to NIfTI slab by slab (streaming, resumable, optionally in parallel processes).
+
+Layering (array -> crop -> many crops):
+  * :func:`compute_slab` turns output z rows [z0, z1) of one crop into uint8 EM, integer labels
+    and statistics, reading only the raw and label windows those rows need;
+  * :func:`convert_crop` streams every slab of a crop into ``images/<key>_0000.nii.gz`` and
+    ``labels/<key>.nii.gz`` (atomic temp + rename) and records provenance;
+  * :func:`convert_all` runs many crops, sequentially or as slab tasks in a process pool (a huge
+    crop is split across workers; each slab writes a gzip member to a part file and the crop is
+    assembled once all its slabs are done), skips crops whose provenance matches, and returns
+    one record per crop.
+
+Voxel rules: EM voxels whose centre lies outside raw are 0 and their labels are ignore; labels
+are ignore where any contributing raw chunk is missing from the local store, where no class is
+known (outside the crop or 255 declared unknown), see ``cellmap.resample`` and
+``auto3dseg.labels`` for resampling and overlaps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from cellmap import _zarr
+from cellmap.io import missing_chunks, window_chunks
+from cellmap.resample import (IGNORE_RANK, em_taps, label_taps, max_pool_taps, outside_mask, resample_em,
+                              shift_taps, subset_taps, window_of)
+
+from auto3dseg.convert_plan import CropPlan, grid_dict, plan_hash
+from auto3dseg.datacheck import CropStats
+from auto3dseg.datalist import write_json_atomic
+from auto3dseg.errors import Auto3DSegError
+from auto3dseg.labels import LabelEncoding
+from auto3dseg.nifti import NiftiStreamWriter, assemble_nifti, compress_member, remove_stale_temps
+
+__all__ = ["SlabResult", "compute_slab", "convert_crop", "convert_all", "image_name", "label_name",
+           "raw_missing", "PROVENANCE_DIR"]
+
+PROVENANCE_DIR = ".provenance"
+PARTS_DIR = ".parts"
+
+_ARRAYS: Dict[str, object] = {}
+
+
+def _array(location: str):
+    """Per-process cache of opened zarr arrays."""
+    arr = _ARRAYS.get(location)
+    if arr is None:
+        arr = _ARRAYS[location] = _zarr.open_array(location)
+    return arr
+
+
+def image_name(key: str) -> str:
+    return f"images/{key}_0000.nii.gz"
+
+
+def label_name(key: str) -> str:
+    return f"labels/{key}.nii.gz"
+
+
+@dataclass
+class SlabResult:
+    """What one slab contributes to its crop's record (no volume data besides mid-slice pieces)."""
+
+    key: str
+    z0: int
+    z1: int
+    stats: CropStats
+    class_counts: Dict[str, List[int]] = field(default_factory=dict)  # name -> [source, output, lost]
+    slices: Dict[str, tuple] = field(default_factory=dict)
+    parts: Optional[Tuple[str, Optional[str]]] = None
+
+
+def _window_missing(array_location: str, start, stop) -> Optional[np.ndarray]:
+    """Bool mask over the index window [start, stop) (inside the array): chunk file missing locally."""
+    if _zarr.is_remote(array_location):
+        return None
+    missing = set(missing_chunks(array_location, start, stop))
+    if not missing:
+        return None
+    meta = _zarr.array_meta(array_location)
+    mask = np.zeros(tuple(b - a for a, b in zip(start, stop)), dtype=np.uint8)
+    for idx, sl in window_chunks(start, stop, meta["chunks"], meta["shape"]):
+        if idx in missing:
+            mask[tuple(slice(s.start - a, s.stop - a) for s, a in zip(sl, start))] = 1
+    return mask
+
+
+def raw_missing(plan: CropPlan) -> Tuple[int, float]:
+    """(missing chunk count, fraction of raw voxels read for the crop whose chunk is missing)."""
+    if _zarr.is_remote(plan.raw_array):
+        return 0, 0.0
+    et = em_taps(plan.raw_level.grid, plan.out_grid)
+    start, stop = zip(*(window_of(t) for t in et))
+    meta = _zarr.array_meta(plan.raw_array)
+    missing = set(missing_chunks(plan.raw_array, start, stop))
+    total = int(np.prod([b - a for a, b in zip(start, stop)]))
+    if not missing or total == 0:
+        return len(missing), 0.0
+    vox = 0
+    for idx, sl in window_chunks(start, stop, meta["chunks"], meta["shape"]):
+        if idx in missing:
+            vox += int(np.prod([s.stop - s.start for s in sl]))
+    return len(missing), vox / total
+
+
+def _label_outside(plan: CropPlan, z0: int, z1: int) -> np.ndarray:
+    """Bool (dz, y, x): output voxels with no label-grid voxel (outside the crop)."""
+    lt = label_taps(plan.label_grid, plan.out_grid)
+    ax = [lt[0].index[z0:z1, 0] < 0, lt[1].index[:, 0] < 0, lt[2].index[:, 0] < 0]
+    return ax[0][:, None, None] | ax[1][None, :, None] | ax[2][None, None, :]
+
+
+def compute_slab(plan: CropPlan, enc: LabelEncoding, z0: int, z1: int):
+    """Convert output rows [z0, z1) of one crop.
+
+    Returns ``(em, labels, result)``: ``em`` uint8 (dz, y, x), ``labels`` ``enc.dtype`` (dz, y, x)
+    or None for image-only crops, and a :class:`SlabResult`.
+    """
+    out = plan.out_grid
+    raw_grid = plan.raw_level.grid
+    arr = _array(plan.raw_array)
+    if np.dtype(arr.dtype) != np.uint8:
+        raise Auto3DSegError(f"{plan.raw_array}: raw dtype {arr.dtype}, expected uint8 (fibsem-uint8)")
+    et = em_taps(raw_grid, out)
+    tz = subset_taps(et[0], z0, z1)
+    win = [window_of(tz), window_of(et[1]), window_of(et[2])]
+    src = np.asarray(arr[tuple(slice(a, b) for a, b in win)])
+    taps = (shift_taps(tz, win[0][0]), shift_taps(et[1], win[1][0]), shift_taps(et[2], win[2][0]))
+    em = resample_em(src, taps)
+    del src
+    miss_src = _window_missing(plan.raw_array, [w[0] for w in win], [w[1] for w in win])
+    if miss_src is not None:
+        missing = max_pool_taps(miss_src, taps, outside_value=1).astype(bool)
+    else:
+        missing = np.zeros(em.shape, bool)
+    outside = outside_mask(raw_grid, out, (z0, z1))
+    em[outside] = 0
+    labels = None
+    counts: Dict[str, List[int]] = {}
+    if plan.has_labels:
+        labels, counts = _slab_labels(plan, enc, z0, z1, outside | missing)
+    stats = CropStats.of_slab(em, ~(outside | missing), labels, outside, missing, enc.ignore_value)
+    res = SlabResult(plan.key, z0, z1, stats, counts, _mid_pieces(out.shape, z0, z1, em, labels))
+    return em, labels, res
+
+
+def _slab_labels(plan: CropPlan, enc: LabelEncoding, z0: int, z1: int, no_raw: np.ndarray):
+    out = plan.out_grid
+    shape = (z1 - z0, out.shape[1], out.shape[2])
+    ranks = np.zeros(shape, enc.rank_dtype)
+    ranks[_label_outside(plan, z0, z1)] = IGNORE_RANK
+    presence: Dict[str, np.ndarray] = {}
+    counts: Dict[str, List[int]] = {}
+    for cs in plan.classes:
+        if cs.status == "unknown" or not cs.arrays:
+            continue
+        lt = label_taps(cs.grid, out)
+        ltz = subset_taps(lt[0], z0, z1)
+        win = [window_of(ltz), window_of(lt[1]), window_of(lt[2])]
+        r = enc.rank(cs.name)
+        if any(b <= a for a, b in win):
+            counts[cs.name] = [0, 0, 0]
+            continue
+        sl = tuple(slice(a, b) for a, b in win)
+        pos = unk = None
+        for loc, unk_value in zip(cs.arrays, cs.unknown_values):
+            a = np.asarray(_array(loc)[sl])
+            p = a > 0
+            if unk_value is not None:
+                u = a == unk_value
+                p &= ~u
+                unk = u if unk is None else (unk | u)
+            pos = p if pos is None else (pos | p)
+            del a
+        src_rank = np.zeros(pos.shape, enc.rank_dtype)
+        if unk is not None:
+            src_rank[unk] = IGNORE_RANK
+        src_rank[pos] = r
+        taps = (shift_taps(ltz, win[0][0]), shift_taps(lt[1], win[1][0]), shift_taps(lt[2], win[2][0]))
+        pooled = max_pool_taps(src_rank, taps, outside_value=IGNORE_RANK)
+        np.maximum(ranks, pooled, out=ranks)
+        presence[cs.name] = np.packbits(pooled == r)
+        counts[cs.name] = [int(np.count_nonzero(pos)), 0, 0]
+        del src_rank, pos, pooled
+    ranks[no_raw] = IGNORE_RANK
+    flat_ranks = ranks.ravel()
+    ignored = flat_ranks == IGNORE_RANK
+    for name, packed in presence.items():
+        chan = np.zeros(enc.n_classes + 2, bool)
+        for v in enc.index_of(name):
+            chan[enc.rank(enc.names[v - 1])] = True
+        in_chan = chan[flat_ranks]
+        pres = np.unpackbits(packed, count=flat_ranks.size).astype(bool)
+        counts[name][1] = int(np.count_nonzero(in_chan))
+        counts[name][2] = int(np.count_nonzero(pres & ~in_chan & ~ignored))
+    labels = enc.value_of_rank()[ranks]
+    return labels, counts
+
+
+def _mid_pieces(shape, z0, z1, em, labels) -> Dict[str, tuple]:
+    zm, ym, xm = (s // 2 for s in shape)
+    pieces = {"y": (em[:, ym, :].copy(), None if labels is None else labels[:, ym, :].copy()),
+              "x": (em[:, :, xm].copy(), None if labels is None else labels[:, :, xm].copy())}
+    if z0 <= zm < z1:
+        pieces["z"] = (em[zm - z0].copy(), None if labels is None else labels[zm - z0].copy())
+    return pieces
+
+
+def _merge_results(results: Sequence[SlabResult]) -> dict:
+    """Crop-level statistics, class counts and mid slices from its slab results (any order)."""
+    results = sorted(results, key=lambda r: r.z0)
+    stats = CropStats()
+    counts: Dict[str, List[int]] = {}
+    for r in results:
+        stats = stats.merge(r.stats)
+        for n, c in r.class_counts.items():
+            acc = counts.setdefault(n, [0, 0, 0])
+            for i in range(3):
+                acc[i] += c[i]
+    slices = {}
+    for axis in ("y", "x"):
+        ems = [r.slices[axis][0] for r in results]
+        labs = [r.slices[axis][1] for r in results]
+        slices[axis] = (np.concatenate(ems), None if labs[0] is None else np.concatenate(labs))
+    for r in results:
+        if "z" in r.slices:
+            slices["z"] = r.slices["z"]
+    return {"stats": stats, "counts": counts, "slices": slices}
+
+
+# ---------------------------------------------------------------------------------- one crop
+def _provenance_path(output_dir: Path, key: str) -> Path:
+    return output_dir / PROVENANCE_DIR / f"{key}.json"
+
+
+def load_provenance(output_dir: Path, plan: CropPlan, digest: str) -> Optional[dict]:
+    """The stored record of a crop when its outputs exist and were made from the same sources and parameters."""
+    p = _provenance_path(output_dir, plan.key)
+    if not p.exists():
+        return None
+    try:
+        rec = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if rec.get("hash") != digest:
+        return None
+    files = [output_dir / image_name(plan.key)] + ([output_dir / label_name(plan.key)] if plan.has_labels else [])
+    sizes = rec.get("file_sizes", {})
+    for f in files:
+        rel = str(f.relative_to(output_dir))
+        if not f.exists() or f.stat().st_size != sizes.get(rel):
+            return None
+    return rec
+
+
+def _crop_record(plan: CropPlan, enc: LabelEncoding, merged: dict, missing: Tuple[int, float], digest: str) -> dict:
+    stats: CropStats = merged["stats"]
+    classes = {}
+    for cs in plan.classes:
+        c = merged["counts"].get(cs.name, [0, 0, 0])
+        status = cs.status
+        if status == "annotated" and c[0] == 0:
+            status = "absent"
+        classes[cs.name] = {"status": status, "source_voxels": c[0], "output_voxels": c[1],
+                            "overlap_lost_voxels": c[2], "arrays": list(cs.arrays),
+                            **({"derived_from": list(cs.derived_from)} if cs.derived_from else {})}
+    return {
+        "key": plan.key, "dataset": plan.dataset, "crop": plan.crop, "usage": plan.usage, "hash": digest,
+        "source_label_grid": grid_dict(plan.label_grid),
+        "raw": {"group": plan.raw_group, "level": plan.raw_level.path, **grid_dict(plan.raw_level.grid)},
+        "output": {**grid_dict(plan.out_grid), "image": image_name(plan.key),
+                   "label": label_name(plan.key) if plan.has_labels else None},
+        "raw_missing_chunks": missing[0], "raw_missing_chunk_fraction": round(missing[1], 6),
+        "stats": stats.to_dict(), "classes": classes, "annotated": plan.annotated,
+        "label_values": {n: enc.value(n) for n in enc.names},
+    }
+
+
+def convert_crop(plan: CropPlan, enc: LabelEncoding, output_dir, dry_run: bool = False,
+                 params: Optional[dict] = None, on_slab: Optional[Callable[[int], None]] = None) -> Tuple[dict, dict]:
+    """Convert one crop in this process, streaming slab by slab into its two NIfTI files.
+
+    Returns ``(record, slices)``: the crop record (also stored as provenance unless ``dry_run``)
+    and its mid slices for the picture.
+    """
+    output_dir = Path(output_dir)
+    missing = raw_missing(plan)
+    digest = plan_hash(plan, params or {}, missing[0])
+    writers = []
+    if not dry_run:
+        out = plan.out_grid
+        writers.append(NiftiStreamWriter(output_dir / image_name(plan.key), out.shape, np.uint8,
+                                         out.voxel_size_nm, out.translation_nm))
+        if plan.has_labels:
+            writers.append(NiftiStreamWriter(output_dir / label_name(plan.key), out.shape, enc.dtype,
+                                             out.voxel_size_nm, out.translation_nm))
+    results = []
+    try:
+        for z0, z1 in plan.slabs:
+            em, labels, res = compute_slab(plan, enc, z0, z1)
+            if writers:
+                writers[0].write(em)
+                if plan.has_labels:
+                    writers[1].write(labels)
+            results.append(res)
+            del em, labels
+            if on_slab:
+                on_slab(z1 - z0)
+        for w in writers:
+            w.close()
+    except BaseException:
+        for w in writers:
+            w.abort()
+        raise
+    merged = _merge_results(results)
+    record = _crop_record(plan, enc, merged, missing, digest)
+    if not dry_run:
+        _store_provenance(output_dir, plan, record)
+    return record, merged["slices"]
+
+
+def _store_provenance(output_dir: Path, plan: CropPlan, record: dict) -> None:
+    files = [image_name(plan.key)] + ([label_name(plan.key)] if plan.has_labels else [])
+    rec = dict(record, file_sizes={f: (output_dir / f).stat().st_size for f in files}, written_at=time.time())
+    write_json_atomic(_provenance_path(output_dir, plan.key), rec)
+
+
+# ------------------------------------------------------------------------------ parallel slabs
+def _slab_task(plan: CropPlan, enc: LabelEncoding, z0: int, z1: int, part_dir: Optional[str]) -> SlabResult:
+    em, labels, res = compute_slab(plan, enc, z0, z1)
+    if part_dir is not None:
+        img = os.path.join(part_dir, f"img_{z0:08d}.gz")
+        _write_part(img, compress_member(em))
+        lab = None
+        if labels is not None:
+            lab = os.path.join(part_dir, f"lab_{z0:08d}.gz")
+            _write_part(lab, compress_member(labels))
+        res.parts = (img, lab)
+    return res
+
+
+def _write_part(path: str, data: bytes) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+
+
+def _finish_parallel_crop(plan: CropPlan, enc: LabelEncoding, output_dir: Path, results: List[SlabResult],
+                          dry_run: bool, params: dict) -> Tuple[dict, dict]:
+    results.sort(key=lambda r: r.z0)
+    missing = raw_missing(plan)
+    digest = plan_hash(plan, params, missing[0])
+    out = plan.out_grid
+    if not dry_run:
+        assemble_nifti(output_dir / image_name(plan.key), out.shape, np.uint8, out.voxel_size_nm,
+                       out.translation_nm, [(Path(r.parts[0]), r.z1 - r.z0) for r in results])
+        if plan.has_labels:
+            assemble_nifti(output_dir / label_name(plan.key), out.shape, enc.dtype, out.voxel_size_nm,
+                           out.translation_nm, [(Path(r.parts[1]), r.z1 - r.z0) for r in results])
+        shutil.rmtree(output_dir / PARTS_DIR / plan.key, ignore_errors=True)
+    merged = _merge_results(results)
+    record = _crop_record(plan, enc, merged, missing, digest)
+    if not dry_run:
+        _store_provenance(output_dir, plan, record)
+    return record, merged["slices"]
+
+
+def _prepare_dirs(output_dir: Path) -> None:
+    for sub in ("images", "labels", PROVENANCE_DIR):
+        (output_dir / sub).mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(output_dir / sub)
+    shutil.rmtree(output_dir / PARTS_DIR, ignore_errors=True)
+
+
+def convert_all(plans: Sequence[CropPlan], enc: LabelEncoding, output_dir, workers: int = 1, dry_run: bool = False,
+                force: bool = False, params: Optional[dict] = None, executor=None,
+                progress: bool = True) -> Dict[str, Tuple[dict, Optional[dict]]]:
+    """Convert every planned crop; returns {key: (record, slices or None when skipped)}.
+
+    A crop is skipped (``record["skipped"] = True``) when its provenance hash and output files
+    match, unless ``force``. Failures of one crop are recorded (``record["error"]``) and do not
+    stop the others. ``workers > 1`` (or an ``executor`` with ``submit``, e.g. a dask
+    ``distributed.Client``) runs slab tasks in parallel.
+    """
+    from tqdm import tqdm
+
+    output_dir = Path(output_dir)
+    params = params or {}
+    if not dry_run:
+        _prepare_dirs(output_dir)
+    out: Dict[str, Tuple[dict, Optional[dict]]] = {}
+    todo: List[CropPlan] = []
+    for plan in plans:
+        if not force and not dry_run:
+            try:
+                digest = plan_hash(plan, params, raw_missing(plan)[0])
+            except Exception as exc:  # recorded as a failed crop below
+                out[plan.key] = (_failed(plan, exc), None)
+                continue
+            rec = load_provenance(output_dir, plan, digest)
+            if rec is not None:
+                rec = dict(rec, skipped=True)
+                out[plan.key] = (rec, None)
+                continue
+        todo.append(plan)
+    total_rows = sum(p.out_grid.shape[0] for p in todo)
+    bar = tqdm(total=total_rows, desc="converting (z rows)", unit="row", disable=not progress or not todo)
+    try:
+        if executor is None and workers <= 1:
+            for plan in todo:
+                try:
+                    out[plan.key] = convert_crop(plan, enc, output_dir, dry_run, params, on_slab=bar.update)
+                except Auto3DSegError as exc:
+                    out[plan.key] = (_failed(plan, exc), None)
+                except Exception as exc:  # noqa: BLE001 - recorded per crop, the run goes on
+                    out[plan.key] = (_failed(plan, exc), None)
+        else:
+            out.update(_run_parallel(todo, enc, output_dir, workers, dry_run, params, executor, bar))
+    finally:
+        bar.close()
+    return out
+
+
+def _failed(plan: CropPlan, exc: BaseException) -> dict:
+    return {"key": plan.key, "dataset": plan.dataset, "crop": plan.crop, "usage": plan.usage,
+            "error": f"{type(exc).__name__}: {exc}", "classes": {}, "annotated": plan.annotated,
+            "source_label_grid": grid_dict(plan.label_grid), "output": {**grid_dict(plan.out_grid)}}
+
+
+def _run_parallel(todo, enc, output_dir: Path, workers: int, dry_run: bool, params: dict, executor, bar):
+    own = executor is None
+    if own:
+        import multiprocessing as mp
+
+        executor = ProcessPoolExecutor(max_workers=max(1, workers), mp_context=mp.get_context("spawn"))
+    out = {}
+    pending: Dict[str, List[SlabResult]] = {p.key: [] for p in todo}
+    by_key = {p.key: p for p in todo}
+    futures = {}
+    try:
+        for plan in todo:
+            part_dir = None
+            if not dry_run:
+                part_dir = str(output_dir / PARTS_DIR / plan.key)
+                os.makedirs(part_dir, exist_ok=True)
+            for z0, z1 in plan.slabs:
+                fut = executor.submit(_slab_task, plan, enc, z0, z1, part_dir)
+                futures[fut] = plan.key
+        for fut in _as_completed(futures, own):
+            key = futures[fut]
+            if key in out:
+                continue
+            try:
+                res = fut.result()
+            except Exception as exc:  # noqa: BLE001 - recorded per crop
+                out[key] = (_failed(by_key[key], exc), None)
+                shutil.rmtree(output_dir / PARTS_DIR / key, ignore_errors=True)
+                continue
+            bar.update(res.z1 - res.z0)
+            pending[key].append(res)
+            if len(pending[key]) == len(by_key[key].slabs):
+                try:
+                    out[key] = _finish_parallel_crop(by_key[key], enc, output_dir, pending.pop(key), dry_run, params)
+                except Exception as exc:  # noqa: BLE001
+                    out[key] = (_failed(by_key[key], exc), None)
+    finally:
+        if own:
+            executor.shutdown(cancel_futures=True)
+    return out
+
+
+def _as_completed(futures, own: bool):
+    if own:
+        return as_completed(futures)
+    from distributed import as_completed as das  # a dask distributed Client
+
+    return das(list(futures))
