@@ -52,7 +52,7 @@ class MaskedDice:
 
     Returns ``(dice, not_nans)``, each of shape (C,): the per-class Dice averaged over the samples where the
     class counts (see :func:`masked_dice`) and how many samples counted; a class that never counts has
-    Dice 0 and ``not_nans`` 0, so weighted running averages (MONAI ``CumulativeAverage``) skip it.
+    Dice NaN and ``not_nans`` 0, so a NaN-aware mean over classes skips it.
     """
 
     def __init__(self, threshold: float = 0.5, sigmoid: bool = True, **_ignored) -> None:
@@ -65,4 +65,5 @@ class MaskedDice:
         counted = ~torch.isnan(per_item)
         not_nans = counted.sum(dim=0).float()
         total = torch.where(counted, per_item, torch.zeros_like(per_item)).sum(dim=0)
-        return total / not_nans.clamp_min(1.0), not_nans
+        dice = torch.where(not_nans > 0, total / not_nans.clamp_min(1.0), torch.full_like(total, float("nan")))
+        return dice, not_nans
