@@ -1,0 +1,222 @@
+"""auto3dseg.customize: the input keys and the idempotent post-generation edits of generated bundles."""
+
+import copy
+import json
+import os
+
+import pytest
+import torch
+import yaml
+from monai.bundle import ConfigParser
+
+from auto3dseg import customize
+from auto3dseg.errors import Auto3DSegError
+from auto3dseg.partial_loss import MaskedDiceBCELoss
+from auto3dseg.partial_transforms import UNKNOWN, PartialLabelToChannelsd
+
+DATALIST = {
+    "sigmoid": True,
+    "ignore_value": 255,
+    "class_names": [{"name": "ecs", "index": [1]}, {"name": "mito", "index": [3, 4]}],
+    "training": [],
+}
+CONFIG = {"training": {"partial_annotation": True}}
+
+
+def _entry(mode, partial=True, keys="label"):
+    return {
+        "_target_": "auto3dseg.partial_transforms.PartialLabelToChannelsd",
+        "keys": keys,
+        "class_index": [[1], [3, 4]],
+        "ignore_value": 255,
+        "annotated_key": "annotated",
+        "mode": mode,
+        "partial": partial,
+    }
+
+
+def test_segresnet_input_overrides_exactly():
+    got = customize.input_overrides("segresnet", CONFIG, DATALIST)
+    paths = {e["path"] for e in got["custom_data_transforms"]}
+    assert paths == {os.path.dirname(os.path.dirname(os.path.abspath(customize.__file__)))}
+    for e in got["custom_data_transforms"]:
+        del e["path"]
+    assert got == {
+        "sigmoid": True,
+        "class_names": ["ecs", "mito"],
+        "output_classes": 2,
+        "crop_ratios": [1.0] * 5,
+        "loss": {
+            "_target_": "auto3dseg.partial_loss.MaskedDiceBCELoss",
+            "squared_pred": True,
+            "smooth_nr": 0.0,
+            "smooth_dr": 1.0e-5,
+        },
+        "custom_data_transforms": [
+            {"key": "after_augment_transforms", "transform": _entry("loss")},
+            {"key": "final_transforms", "transform": _entry("metric")},
+        ],
+        "metric": {"_target_": "auto3dseg.partial_metric.MaskedDice"},
+    }
+
+
+def test_overrides_instantiate_as_segresnet_does():
+    got = customize.input_overrides("segresnet", CONFIG, DATALIST)
+    loss = ConfigParser(got["loss"]).get_parsed_content(instantiate=True)
+    assert isinstance(loss, MaskedDiceBCELoss)
+    for e in got["custom_data_transforms"]:
+        t = ConfigParser(copy.deepcopy(e["transform"])).get_parsed_content(instantiate=True)
+        assert isinstance(t, PartialLabelToChannelsd) and t.class_index == [[1], [3, 4]]
+
+
+def test_plain_switch_and_bad_values():
+    plain = customize.input_overrides("segresnet", {"training": {"partial_annotation": False}}, DATALIST)
+    assert [e["transform"]["partial"] for e in plain["custom_data_transforms"]] == [False, False]
+    assert customize.input_overrides("segresnet", {}, DATALIST)["custom_data_transforms"][0]["transform"]["partial"]
+    with pytest.raises(Auto3DSegError, match="partial_annotation must be true or false"):
+        customize.input_overrides("segresnet", {"training": {"partial_annotation": "yes"}}, DATALIST)
+    with pytest.raises(Auto3DSegError, match="class_names"):
+        customize.input_overrides("segresnet", CONFIG, {"class_names": ["ecs"]})
+
+
+def test_unknown_algo_is_left_alone(tmp_path):
+    assert customize.input_overrides("dints", CONFIG, DATALIST) == {}
+    customize.after_generation(str(tmp_path / "missing"), "dints", CONFIG, DATALIST)  # no error, nothing made
+    assert not (tmp_path / "missing").exists()
+
+
+def _read_all(folder):
+    return {p: open(os.path.join(folder, p)).read() for p in sorted(os.listdir(folder))}
+
+
+def test_segresnet_after_generation_is_idempotent(tmp_path):
+    configs = tmp_path / "segresnet_0" / "configs"
+    configs.mkdir(parents=True)
+    hp = {"fold": 0, "class_index": [[1], [3, 4]], "loss": {"_target_": "DiceCELoss"}, "roi_size": [32, 32, 32]}
+    (configs / "hyper_parameters.yaml").write_text(yaml.safe_dump(hp))
+    customize.after_generation(str(tmp_path / "segresnet_0"), "segresnet", CONFIG, DATALIST)
+    first = _read_all(configs)
+    customize.after_generation(str(tmp_path / "segresnet_0"), "segresnet", CONFIG, DATALIST)
+    assert _read_all(configs) == first
+    doc = yaml.safe_load(first["hyper_parameters.yaml"])
+    assert doc["class_index"] is None and doc["roi_size"] == [32, 32, 32] and doc["fold"] == 0
+    assert doc["loss"]["_target_"] == customize.LOSS_TARGET and doc["output_classes"] == 2
+
+
+# The structure MONAI's SwinUNETR template (21ed8e5) generates for sigmoid + class_names with index lists:
+# step 2 intensity, step 5 a Compose that embeds the whole label into channels, step 9 a crop Compose that
+# references @patch_size / @num_patches_per_image (never defined). Written here by hand for the test.
+def _swin_transforms(name, with_crop):
+    steps = [
+        {"_target_": "LoadImaged", "keys": ["@image_key", "@label_key"], "image_only": True},
+        {"_target_": "EnsureChannelFirstd", "keys": ["@image_key", "@label_key"]},
+        {"_target_": "NormalizeIntensityd", "keys": "@image_key", "nonzero": True, "channel_wise": True},
+        {"_target_": "Orientationd", "keys": ["@image_key", "@label_key"], "axcodes": "RAS"},
+        {"_target_": "Identityd", "keys": ["@image_key"]},
+        {
+            "_target_": "Compose",
+            "transforms": [
+                {"_target_": "CastToTyped", "keys": ["@image_key", "@label_key"], "dtype": ["$torch.float32", "$torch.uint8"]},
+                {"_target_": "Lambdad", "keys": "@label_key", "func": "$lambda x: torch.cat([sum([x == i for i in c]) for c in [[1], [3, 4]]], dim=0).to(dtype=x.dtype)"},
+            ],
+        },
+        {"_target_": "EnsureTyped", "keys": ["@image_key", "@label_key"], "track_meta": True},
+    ]
+    if with_crop:
+        steps += [
+            {"_target_": "SpatialPadd", "keys": ["@image_key", "@label_key"], "spatial_size": "@roi_size"},
+            {"_target_": "Identityd", "keys": ["@label_key"]},
+            {
+                "_target_": "Compose",
+                "transforms": [
+                    {"_target_": "CopyItemsd", "keys": "@label_key", "times": 1, "names": "crop_label"},
+                    {"_target_": "RandCropByLabelClassesd", "keys": ["@image_key", "@label_key"], "label_key": "crop_label",
+                     "num_classes": None, "spatial_size": "@patch_size", "num_samples": "@num_patches_per_image"},
+                ],
+            },
+            {"_target_": "RandFlipd", "keys": ["@image_key", "@label_key"], "prob": 0.2, "spatial_axis": 0},
+        ]
+    return {"image_key": "image", "label_key": "label", name: {"_target_": "Compose", "transforms": steps}}
+
+
+@pytest.fixture
+def swin_bundle(tmp_path):
+    configs = tmp_path / "swinunetr_0" / "configs"
+    configs.mkdir(parents=True)
+    hp = {
+        "bundle_root": str(tmp_path / "swinunetr_0"),
+        "roi_size": [8, 8, 8],
+        "num_crops_per_image": 2,
+        "output_classes": 4,
+        "softmax": True,
+        "class_names": DATALIST["class_names"],
+        "valid_at_orig_resolution_at_last": True,
+        "loss": {"_target_": "DiceCELoss", "sigmoid": "$not @softmax"},
+    }
+    (configs / "hyper_parameters.yaml").write_text(yaml.safe_dump(hp))
+    (configs / "transforms_train.yaml").write_text(yaml.safe_dump(_swin_transforms("transforms_train", True)))
+    (configs / "transforms_validate.yaml").write_text(yaml.safe_dump(_swin_transforms("transforms_validate", False)))
+    (configs / "transforms_infer.yaml").write_text("transforms_infer: {_target_: Compose, transforms: []}\n")
+    return tmp_path / "swinunetr_0"
+
+
+def test_swinunetr_after_generation_edits_and_is_idempotent(swin_bundle):
+    configs = swin_bundle / "configs"
+    infer_before = (configs / "transforms_infer.yaml").read_text()
+    customize.after_generation(str(swin_bundle), "swinunetr", CONFIG, DATALIST)
+    first = _read_all(configs)
+    customize.after_generation(str(swin_bundle), "swinunetr", CONFIG, DATALIST)
+    assert _read_all(configs) == first
+    assert first["transforms_infer.yaml"] == infer_before
+
+    hp = yaml.safe_load(first["hyper_parameters.yaml"])
+    assert hp["loss"]["_target_"] == customize.LOSS_TARGET
+    assert hp["softmax"] is False and hp["output_classes"] == 2 and hp["class_names"] == ["ecs", "mito"]
+    assert hp["patch_size"] == "@roi_size" and hp["num_patches_per_image"] == "@num_crops_per_image"
+    assert hp["valid_at_orig_resolution_at_last"] is False
+    for name, mode in (("transforms_train", "loss"), ("transforms_validate", "metric")):
+        text = first[f"{name}.yaml"]
+        assert "Lambdad" not in text and "patch_size" not in text
+        steps = yaml.safe_load(text)[name]["transforms"]
+        assert steps[-1] == _entry(mode, keys="@label_key")
+        assert sum(customize.TRANSFORM_TARGET in json.dumps(s) for s in steps) == 1
+
+
+def test_edited_swinunetr_configs_run_on_a_real_nifti_pair(swin_bundle, tmp_path):
+    from synth_nifti import make_case, write_nifti
+    import numpy as np
+
+    img, lab = make_case(np.random.default_rng(0), (12, 12, 12), labels=(1, 3))
+    lab[0, 0, 0] = 4
+    lab[:, :, -2:] = 255
+    item = {
+        "image": write_nifti(str(tmp_path / "img.nii.gz"), img),
+        "label": write_nifti(str(tmp_path / "lab.nii.gz"), lab),
+        "annotated": 0b01,  # only ecs annotated
+    }
+    customize.after_generation(str(swin_bundle), "swinunetr", CONFIG, DATALIST)
+    configs = swin_bundle / "configs"
+    parser = ConfigParser()
+    parser.read_config([str(configs / f) for f in ("hyper_parameters.yaml", "transforms_train.yaml", "transforms_validate.yaml")])
+    train = parser.get_parsed_content("transforms_train")
+    train.set_random_state(0)
+    patches = train(dict(item))
+    assert len(patches) == 2
+    for p in patches:
+        target = p["label"]
+        assert tuple(target.shape) == (2, 8, 8, 8) and target.dtype == torch.uint8
+        assert target[1].eq(UNKNOWN).all()  # mito not annotated in this crop
+    val = parser.get_parsed_content("transforms_validate")(dict(item))["label"]
+    assert tuple(val.shape) == (3, 12, 12, 12) and val.dtype == torch.uint8
+    assert int(val[1].sum()) == 0 and int(val[2].sum()) == 12 * 12 * 2  # mito zeroed; ignore channel
+    loss = parser.get_parsed_content("loss")
+    assert isinstance(loss, MaskedDiceBCELoss)
+
+
+def test_swinunetr_template_drift_is_reported(swin_bundle):
+    path = swin_bundle / "configs" / "transforms_train.yaml"
+    doc = yaml.safe_load(path.read_text())
+    doc["transforms_train"]["transforms"] = [s for s in doc["transforms_train"]["transforms"] if s["_target_"] != "Compose"]
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(Auto3DSegError, match="transforms_train.yaml: no RandCropByLabelClassesd"):
+        customize.after_generation(str(swin_bundle), "swinunetr", CONFIG, DATALIST)
