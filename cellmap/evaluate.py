@@ -355,14 +355,32 @@ def match_instances(truth_index: np.ndarray, pred_index: np.ndarray, iou: np.nda
         if nr == 1 and nc == 1:
             matches.append((gu[rows_u[0]], pu[cols_u[0]]))
             continue
-        m = np.full((nr, nc + nr), forbidden, dtype=np.int64)
-        m[r, c] = cost[sel]
-        m[np.arange(nr), nc + np.arange(nr)] = unmatched
-        rr, cc = linear_sum_assignment(m)
+        rr, cc = _assign(r, c, cost[sel], nr, nc, unmatched, forbidden)
         for a, b in zip(rr, cc):
             if b < nc:
                 matches.append((gu[rows_u[a]], pu[cols_u[b]]))
     return np.asarray(matches, dtype=np.int64).reshape(-1, 2)
+
+
+_DENSE_LIMIT = 1 << 24  # cells of one component's dense cost matrix
+
+
+def _assign(r, c, cost, nr: int, nc: int, unmatched: int, forbidden: int):
+    """Rows r (truth) and columns c (prediction) with integer costs, plus one "unmatched" column
+    per row at cost ``unmatched``; returns (rows, columns) of the optimal full row assignment
+    (columns >= nc mean unmatched). Dense Hungarian when small, sparse matching otherwise."""
+    if nr * (nc + nr) <= _DENSE_LIMIT:
+        m = np.full((nr, nc + nr), forbidden, dtype=np.int64)
+        m[r, c] = cost
+        m[np.arange(nr), nc + np.arange(nr)] = unmatched
+        return linear_sum_assignment(m)
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import min_weight_full_bipartite_matching
+
+    rows = np.concatenate([r, np.arange(nr)])
+    cols = np.concatenate([c, nc + np.arange(nr)])
+    w = np.concatenate([cost, np.full(nr, unmatched)]).astype(np.float64) + 1.0  # keep > 0
+    return min_weight_full_bipartite_matching(csr_matrix((w, (rows, cols)), shape=(nr, nc + nr)))
 
 
 def hausdorff_distance_nm(a: np.ndarray, b: np.ndarray, voxel_size_nm: Sequence[float],
@@ -491,6 +509,19 @@ def _reduce_boxes(values: List[np.ndarray], sizes: List[np.ndarray], lo: List[np
             np.maximum.reduceat(np.concatenate(hi)[order], start, axis=0))
 
 
+def _compact(t: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """(values, compact labels) of a truth slab: label k (1..) stands for values[k - 1], 0 for
+    background. Small IDs are their own labels (no sort); large ones are ranked."""
+    tmax = int(t.max()) if t.size else 0
+    if t.dtype.kind in "iu" and (t.size == 0 or int(t.min()) >= 0) and tmax <= max(1 << 20, t.size):
+        return np.arange(1, tmax + 1, dtype=np.int64), t.astype(np.intp, copy=False)
+    u, inv = np.unique(t, return_inverse=True)
+    inv = inv.reshape(t.shape)
+    if u.size and u[0] == 0:
+        return u[1:].astype(np.int64), inv
+    return u.astype(np.int64), inv + 1
+
+
 def _boxes_of(compact: np.ndarray, n: int, z0: int):
     """Sizes and (low, high-exclusive) boxes of labels 1..n of a compact slab, z offset z0."""
     sizes = np.bincount(compact.ravel(), minlength=n + 1)[1:n + 1]
@@ -540,18 +571,13 @@ class _InstanceScorer:
                 p = _masked(self.pred, self.mask, z0, z1)
                 if t.shape != p.shape:
                     raise EvaluationError(f"{self.desc}: slab shapes differ {t.shape} {p.shape}")
-                # truth records
-                u, inv = np.unique(t, return_inverse=True)
-                inv = inv.reshape(t.shape)
-                if u.size and u[0] == 0:
-                    u = u[1:]
-                else:
-                    inv = inv + 1
+                # truth records: u[k - 1] is the value of compact truth label k (0 = background)
+                u, inv = _compact(t)
                 if u.size:
                     s, lo, hi = _boxes_of(inv, u.size, z0)
-                    gt_v.append(u.astype(np.int64) if u.dtype.kind != "u" or u.max() < 2**63
-                                else u)
-                    gt_s.append(s), gt_lo.append(lo), gt_hi.append(hi)
+                    keep = s > 0
+                    gt_v.append(u[keep]), gt_s.append(s[keep])
+                    gt_lo.append(lo[keep]), gt_hi.append(hi[keep])
                 # prediction components, numbered after the previous slabs'
                 lab, n = label_components(p)
                 if n:

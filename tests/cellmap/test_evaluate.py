@@ -259,3 +259,31 @@ def test_normalisation_and_errors():
         score_crop_class(np.zeros((2, 2, 2)), np.zeros((2, 2, 2)), VS, "panoptic")
     with pytest.raises(EvaluationError, match="cannot pool"):
         Counts("semantic") + Counts("instance")
+
+
+@pytest.mark.parametrize("dense", [True, False])
+def test_matching_equals_brute_force_optimum(dense, monkeypatch):
+    import itertools
+
+    import cellmap.evaluate as ev
+
+    monkeypatch.setattr(ev, "_DENSE_LIMIT", 1 << 24 if dense else 0)
+    rng = np.random.default_rng(7)
+    for _ in range(25):
+        ng, npr = int(rng.integers(1, 5)), int(rng.integers(1, 5))
+        gi, pi = np.nonzero(rng.random((ng, npr)) < 0.5)
+        iou = rng.random(gi.size) * 0.99 + 0.01
+        pair = {(int(a), int(b)): int((1 - v) * 1_000_000) for a, b, v in zip(gi, pi, iou)}
+        rows = sorted(set(gi.tolist()))
+
+        def cost(m):
+            return sum(pair[p] for p in m) + 1_000_001 * (len(rows) - len(m))
+
+        best = cost([])  # brute force over every 1:1 matching of overlapping pairs
+        for k in range(1, len(pair) + 1):
+            for m in itertools.combinations(pair, k):
+                if len({a for a, _ in m}) == k and len({b for _, b in m}) == k:
+                    best = min(best, cost(m))
+        got = [tuple(x) for x in match_instances(gi, pi, iou).tolist()]
+        assert len({a for a, _ in got}) == len(got) == len({b for _, b in got})
+        assert cost(got) == best

@@ -207,3 +207,14 @@ def test_missing_class_and_crop_in_prediction(tmp_path):
     assert s.classes["mito"].score == 0.0
     with pytest.raises(Exception, match="no crop crop99"):
         evaluate_hierarchies(truth, pred, crops=[99], config=CFG)
+
+
+def test_streamed_scoring_of_zarr_crops_equals_whole(tmp_path):
+    truth, pred = _write_pair(tmp_path)
+    whole = evaluate_hierarchies(truth, pred, config=CFG)
+    plane = ScoringConfig(max_voxels_in_memory=GRID.shape[1] * GRID.shape[2], progress=False,
+                          workdir=str(tmp_path))
+    slabbed = evaluate_hierarchies(truth, pred, config=plane)
+    assert [(s.crop, s.class_name, s.counts) for s in slabbed.crops] == \
+        [(s.crop, s.class_name, s.counts) for s in whole.crops]
+    assert [p for p in os.listdir(tmp_path) if p.startswith("cellmap-eval-")] == []  # cleaned up
