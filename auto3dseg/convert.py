@@ -112,10 +112,12 @@ def raw_missing(plan: CropPlan) -> Tuple[int, float]:
     return len(missing), vox / total
 
 
-def _label_outside(plan: CropPlan, z0: int, z1: int) -> np.ndarray:
-    """Bool (dz, y, x): output voxels with no label-grid voxel (outside the crop)."""
+def _label_outside(plan: CropPlan, z0: int, z1: int) -> Optional[np.ndarray]:
+    """Bool (dz, y, x): output voxels with no label-grid voxel (outside the crop); None if there is none."""
     lt = label_taps(plan.label_grid, plan.out_grid)
     ax = [lt[0].index[z0:z1, 0] < 0, lt[1].index[:, 0] < 0, lt[2].index[:, 0] < 0]
+    if not any(a.any() for a in ax):
+        return None
     return ax[0][:, None, None] | ax[1][None, :, None] | ax[2][None, None, :]
 
 
@@ -143,67 +145,103 @@ def compute_slab(plan: CropPlan, enc: LabelEncoding, z0: int, z1: int):
     else:
         missing = np.zeros(em.shape, bool)
     outside = outside_mask(raw_grid, out, (z0, z1))
-    em[outside] = 0
-    labels = None
+    if outside.any():
+        em[outside] = 0
+    labels = value_counts = None
     counts: Dict[str, List[int]] = {}
     if plan.has_labels:
-        labels, counts = _slab_labels(plan, enc, z0, z1, outside | missing)
-    stats = CropStats.of_slab(em, ~(outside | missing), labels, outside, missing, enc.ignore_value)
+        labels, counts, value_counts = _slab_labels(plan, enc, z0, z1, outside | missing)
+    stats = CropStats.of_slab(em, ~(outside | missing), labels, outside, missing, enc.ignore_value, value_counts)
     res = SlabResult(plan.key, z0, z1, stats, counts, _mid_pieces(out.shape, z0, z1, em, labels))
     return em, labels, res
 
 
 def _slab_labels(plan: CropPlan, enc: LabelEncoding, z0: int, z1: int, no_raw: np.ndarray):
+    """Labels of output rows [z0, z1) and per class [source voxels, output voxels, voxels lost to overlaps].
+
+    Classes are merged from the highest precedence down, so when class c is merged the running
+    maximum already holds every class that can beat it: its voxels lost to an unrelated class are
+    counted right there, without keeping per-class masks.
+    """
     out = plan.out_grid
     shape = (z1 - z0, out.shape[1], out.shape[2])
     ranks = np.zeros(shape, enc.rank_dtype)
-    ranks[_label_outside(plan, z0, z1)] = IGNORE_RANK
-    presence: Dict[str, np.ndarray] = {}
+    lab_out = _label_outside(plan, z0, z1)
+    if lab_out is not None:
+        ranks[lab_out] = IGNORE_RANK
     counts: Dict[str, List[int]] = {}
-    for cs in plan.classes:
-        if cs.status == "unknown" or not cs.arrays:
+    by_name = {cs.name: cs for cs in plan.classes}
+    any_no_raw = bool(no_raw.any())
+    top = IGNORE_RANK  # highest rank merged so far
+    for name in enc.order:  # highest precedence first
+        cs = by_name.get(name)
+        if cs is None or cs.status == "unknown" or not cs.arrays:
             continue
         lt = label_taps(cs.grid, out)
         ltz = subset_taps(lt[0], z0, z1)
         win = [window_of(ltz), window_of(lt[1]), window_of(lt[2])]
-        r = enc.rank(cs.name)
+        r = enc.rank(name)
         if any(b <= a for a, b in win):
-            counts[cs.name] = [0, 0, 0]
+            counts[name] = [0, 0, 0]
             continue
         sl = tuple(slice(a, b) for a, b in win)
         pos = unk = None
         for loc, unk_value in zip(cs.arrays, cs.unknown_values):
             a = np.asarray(_array(loc)[sl])
-            p = a > 0
+            p = a != 0
             if unk_value is not None:
                 u = a == unk_value
-                p &= ~u
-                unk = u if unk is None else (unk | u)
+                if u.any():
+                    p &= ~u
+                    unk = u if unk is None else (unk | u)
             pos = p if pos is None else (pos | p)
             del a
-        src_rank = np.zeros(pos.shape, enc.rank_dtype)
+        src_rank = pos.view(np.uint8) * enc.rank_dtype.type(r)
+        if src_rank.dtype != enc.rank_dtype:
+            src_rank = src_rank.astype(enc.rank_dtype)
         if unk is not None:
-            src_rank[unk] = IGNORE_RANK
-        src_rank[pos] = r
+            np.maximum(src_rank, unk.view(np.uint8), out=src_rank)  # ignore rank 1 where unknown
         taps = (shift_taps(ltz, win[0][0]), shift_taps(lt[1], win[1][0]), shift_taps(lt[2], win[2][0]))
         pooled = max_pool_taps(src_rank, taps, outside_value=IGNORE_RANK)
+        lost = 0
+        if top > r:  # some class merged before can beat this one
+            beaten = (pooled == r) & (ranks > r)
+            if any_no_raw:
+                beaten &= ~no_raw
+            if beaten.any():
+                lost = int(np.count_nonzero(~_channel_lut(enc, name)[ranks[beaten]]))
+            del beaten
         np.maximum(ranks, pooled, out=ranks)
-        presence[cs.name] = np.packbits(pooled == r)
-        counts[cs.name] = [int(np.count_nonzero(pos)), 0, 0]
+        top = max(top, r)
+        counts[name] = [int(np.count_nonzero(pos)), 0, lost]
         del src_rank, pos, pooled
-    ranks[no_raw] = IGNORE_RANK
-    flat_ranks = ranks.ravel()
-    ignored = flat_ranks == IGNORE_RANK
-    for name, packed in presence.items():
-        chan = np.zeros(enc.n_classes + 2, bool)
-        for v in enc.index_of(name):
-            chan[enc.rank(enc.names[v - 1])] = True
-        in_chan = chan[flat_ranks]
-        pres = np.unpackbits(packed, count=flat_ranks.size).astype(bool)
-        counts[name][1] = int(np.count_nonzero(in_chan))
-        counts[name][2] = int(np.count_nonzero(pres & ~in_chan & ~ignored))
-    labels = enc.value_of_rank()[ranks]
-    return labels, counts
+    if any_no_raw:
+        ranks[no_raw] = IGNORE_RANK
+    lut = enc.value_of_rank()
+    merged = [enc.rank(n) for n in counts]
+    if len(merged) <= 12:  # a few compare passes beat bincount/take, which widen uint8 to intp
+        hist = np.zeros(enc.n_classes + 2, np.int64)
+        for r in [IGNORE_RANK] + merged:
+            hist[r] = np.count_nonzero(ranks == r)
+        hist[0] = ranks.size - hist.sum()
+        labels = np.zeros(ranks.shape, enc.dtype)
+        for r in np.flatnonzero(hist[1:]) + 1:
+            labels[ranks == r] = lut[r]
+    else:
+        hist = np.bincount(ranks.ravel(), minlength=enc.n_classes + 2)
+        labels = np.take(lut, ranks)
+    for name in counts:
+        counts[name][1] = int(hist[_channel_lut(enc, name)].sum())
+    value_counts = {int(lut[r]): int(c) for r, c in enumerate(hist) if c}
+    return labels, counts, value_counts
+
+
+def _channel_lut(enc: LabelEncoding, name: str) -> np.ndarray:
+    """Bool over ranks: True for the ranks whose label value belongs to ``name``'s MONAI channel."""
+    chan = np.zeros(enc.n_classes + 2, bool)
+    for v in enc.index_of(name):
+        chan[enc.rank(enc.names[v - 1])] = True
+    return chan
 
 
 def _mid_pieces(shape, z0, z1, em, labels) -> Dict[str, tuple]:

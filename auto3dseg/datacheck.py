@@ -32,9 +32,10 @@ FLAG_CODES = ("blank_em", "constant_em", "labels_on_empty_em", "raw_missing", "m
 class CropStats:
     """Streaming statistics of one converted crop on its output grid (counts are voxels).
 
-    ``em_*`` cover voxels with raw data (inside raw, chunk present); ``labelled_*`` cover voxels
-    with a class value (1..N); ``value_counts`` maps label value -> voxels (0 and the ignore value
-    included). Merge slab statistics with :meth:`merge`.
+    ``em_*`` cover voxels with raw data (inside raw, chunk present); the EM standard deviation
+    is estimated on every 2nd voxel per axis (``em_sample_*``), everything else is exact;
+    ``labelled_*`` cover voxels with a class value (1..N); ``value_counts`` maps label value ->
+    voxels (0 and the ignore value included). Merge slab statistics with :meth:`merge`.
     """
 
     n_voxels: int = 0
@@ -44,6 +45,8 @@ class CropStats:
     em_min: int = 255
     em_max: int = 0
     em_zero: int = 0
+    em_sample: int = 0
+    em_sample_sum: float = 0.0
     labelled: int = 0
     labelled_em_zero: int = 0
     outside_raw: int = 0
@@ -52,23 +55,32 @@ class CropStats:
 
     @classmethod
     def of_slab(cls, em: np.ndarray, valid: np.ndarray, labels: Optional[np.ndarray], outside: np.ndarray,
-                missing: np.ndarray, ignore_value: int) -> "CropStats":
+                missing: np.ndarray, ignore_value: int, value_counts: Optional[Dict[int, int]] = None) -> "CropStats":
         """Statistics of one (z, y, x) slab: ``em`` uint8, ``valid``/``outside``/``missing`` bool,
-        ``labels`` integer label values (or None for image-only crops)."""
-        s = cls(n_voxels=int(em.size), outside_raw=int(outside.sum()), missing_raw=int(missing.sum()))
-        v = em[valid]
+        ``labels`` integer label values (or None for image-only crops) and, when the caller has
+        them, their ``value_counts``."""
+        s = cls(n_voxels=int(em.size), outside_raw=int(np.count_nonzero(outside)),
+                missing_raw=int(np.count_nonzero(missing)))
+        all_valid = s.outside_raw == 0 and s.missing_raw == 0
+        v = em if all_valid else em[valid]
         s.em_valid = int(v.size)
         if v.size:
-            s.em_sum = float(v.sum(dtype=np.float64))
-            s.em_sumsq = float(np.dot(v.astype(np.float64), v))  # float64: exact for < 2**53 / 255**2 voxels
+            s.em_sum = float(v.sum(dtype=np.uint64))
             s.em_min, s.em_max = int(v.min()), int(v.max())
             s.em_zero = int(v.size - np.count_nonzero(v))
+            sample = (em[::2, ::2, ::2] if all_valid else em[::2, ::2, ::2][valid[::2, ::2, ::2]]).astype(np.float64)
+            s.em_sample = int(sample.size)
+            s.em_sample_sum = float(sample.sum())
+            s.em_sumsq = float(np.dot(sample.ravel(), sample.ravel()))
         if labels is not None:
-            counts = np.bincount(labels.ravel())
-            s.value_counts = {int(i): int(c) for i, c in enumerate(counts) if c}
-            fg = (labels > 0) & (labels != ignore_value)
-            s.labelled = int(fg.sum())
-            s.labelled_em_zero = int(np.count_nonzero(fg & (em == 0)))
+            if value_counts is None:
+                counts = np.bincount(labels.ravel())
+                value_counts = {int(i): int(c) for i, c in enumerate(counts) if c}
+            s.value_counts = dict(value_counts)
+            s.labelled = int(sum(c for v, c in s.value_counts.items() if v not in (0, ignore_value)))
+            if s.em_zero or not all_valid:
+                under_zero = np.bincount(labels[em == 0].ravel())
+                s.labelled_em_zero = int(sum(c for v, c in enumerate(under_zero) if c and v not in (0, ignore_value)))
         return s
 
     def merge(self, other: "CropStats") -> "CropStats":
@@ -80,7 +92,8 @@ class CropStats:
             n_voxels=self.n_voxels + other.n_voxels, em_valid=self.em_valid + other.em_valid,
             em_sum=self.em_sum + other.em_sum, em_sumsq=self.em_sumsq + other.em_sumsq,
             em_min=min(self.em_min, other.em_min), em_max=max(self.em_max, other.em_max),
-            em_zero=self.em_zero + other.em_zero, labelled=self.labelled + other.labelled,
+            em_zero=self.em_zero + other.em_zero, em_sample=self.em_sample + other.em_sample,
+            em_sample_sum=self.em_sample_sum + other.em_sample_sum, labelled=self.labelled + other.labelled,
             labelled_em_zero=self.labelled_em_zero + other.labelled_em_zero,
             outside_raw=self.outside_raw + other.outside_raw, missing_raw=self.missing_raw + other.missing_raw,
             value_counts=vc)
@@ -91,9 +104,11 @@ class CropStats:
 
     @property
     def em_std(self) -> float:
-        if not self.em_valid:
+        """EM standard deviation, estimated on the 1/8 sample (``em_sumsq`` is the sample's)."""
+        if not self.em_sample:
             return float("nan")
-        var = self.em_sumsq / self.em_valid - self.em_mean ** 2
+        mean = self.em_sample_sum / self.em_sample
+        var = self.em_sumsq / self.em_sample - mean ** 2
         return math.sqrt(max(var, 0.0))
 
     @property
