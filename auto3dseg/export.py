@@ -34,7 +34,8 @@ import numpy as np
 from auto3dseg.errors import Auto3DSegError
 from cellmap.evaluate import instance_class_names, label_components
 from cellmap.grid import Grid
-from cellmap.submission import LabelWriter, OnGrid, crop_name, label_dtype, zip_submission
+from cellmap._zarr import join
+from cellmap.submission import LabelWriter, OnGrid, crop_name, label_dtype, read_label, zip_submission
 
 __all__ = [
     "ExportError",
@@ -216,28 +217,17 @@ def targets_from_manifest(path) -> Dict[str, CropTarget]:
 
 def targets_from_datasplit(path) -> Dict[str, CropTarget]:
     """Crop targets from a CellMap ``datasplit.csv``: each row's ground-truth crop group gives the
-    s0 grid of its first listed class (every class of a crop shares it)."""
-    from cellmap import _zarr
-    from cellmap.multiscale import read_multiscale
+    s0 grid of its listed classes (every class of a crop shares it)."""
+    from cellmap.datasplit import read_datasplit
 
-    path = Path(path)
     out = {}
-    with open(path, newline="") as f:
-        for row in csv.reader(f):
-            if not row or row[0].startswith("#") or len(row) < 5:
-                continue
-            m = re.match(r"^(.*)/\[(.*)\]$", row[4].strip())
-            if not m:
-                raise ExportError(f"{path}: bad ground-truth field {row[4]!r}; expected "
-                                  "recon-1/labels/groundtruth/crop<ID>/[class,...]")
-            gt_root = row[3] if re.match(r"^(/|\w+://)", row[3]) else str(path.parent / row[3])
-            crop_group = _zarr.join(gt_root, m.group(1))
-            classes = tuple(c.strip() for c in m.group(2).split(",") if c.strip())
-            dataset = Path(gt_root.rstrip("/")).name.removesuffix(".zarr")
-            crop = crop_name(Path(m.group(1)).name)
-            level = read_multiscale(_zarr.join(crop_group, classes[0]), strict_pyramid=False).finest
-            key = f"{dataset}_{crop}"
-            out[key] = CropTarget(key, crop, level.grid, classes)
+    for row in read_datasplit(str(path)):
+        if not row.classes:
+            raise ExportError(f"{row.where}: the row lists no class, so the crop grid is unknown")
+        crop = crop_name(row.crop)
+        key = f"{row.dataset}_{crop}"
+        grid = read_label(join(row.crop_location, row.classes[0])).grid
+        out[key] = CropTarget(key, crop, grid, tuple(row.classes))
     return out
 
 

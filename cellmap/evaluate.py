@@ -724,16 +724,17 @@ def evaluate_hierarchies(truth, prediction, classes: Optional[Sequence[str]] = N
 
     ``truth``, ``prediction``: paths of zarr hierarchies (``crop<ID>`` groups holding single-scale
     arrays with ``voxel_size`` and ``translation`` attributes, (z, y, x) in nm, or OME-NGFF
-    multiscale groups, of which s0 is used). The prediction is read on the truth grid (nearest
+    multiscale groups, of which s0 is used); ``truth`` may also be a list of hierarchies or a
+    CellMap ``datasplit.csv`` (:func:`cellmap.submission.read_truth`). The prediction is read on the truth grid (nearest
     voxel centre, zero outside). ``classes``: classes to score; default every class that appears
     anywhere in the prediction; a listed class that a truth crop holds but the prediction does
     not is scored as missing. ``crops``: crop names or numbers (default all truth crops).
     ``instance_classes``: default :mod:`cellmap.classes`' instance classes, else
     :data:`INSTANCE_CLASSES`.
     """
-    from cellmap.submission import OnGrid, read_hierarchy  # one-way: submission has no scoring
+    from cellmap.submission import OnGrid, read_hierarchy, read_truth  # (submission has no scoring)
 
-    t_h = read_hierarchy(truth)
+    t_h = read_truth(truth)
     p_h = read_hierarchy(prediction)
     inst = instance_class_names(instance_classes)
     if crops is not None:

@@ -17,7 +17,7 @@ import shutil
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 
@@ -32,7 +32,9 @@ __all__ = [
     "crop_name",
     "label_dtype",
     "grid_of_attrs",
+    "read_label",
     "read_hierarchy",
+    "read_truth",
     "write_label",
     "LabelWriter",
     "zip_submission",
@@ -105,7 +107,8 @@ def _ngff_s0(location: str) -> LabelArray:
     return LabelArray(_zarr.open_array(sub), level.grid, sub)
 
 
-def _read_label(location: str) -> LabelArray:
+def read_label(location: str) -> LabelArray:
+    """One class array (``voxel_size``/``translation`` attributes) or OME-NGFF group (finest level)."""
     attrs = _zarr.read_attrs(location)
     if os.path.exists(os.path.join(_zarr.local_path(location), ".zarray")):
         arr = _zarr.open_array(location)
@@ -150,8 +153,35 @@ def read_hierarchy(root, skip: Sequence[str] = ("all",)) -> Dict[str, Dict[str, 
         for c in _zarr.child_names(cpath):
             if c.startswith(".") or c in skip:
                 continue
-            labels[c] = _read_label(_zarr.join(cpath, c))
+            labels[c] = read_label(_zarr.join(cpath, c))
         out[cname] = labels
+    return out
+
+
+def read_truth(source, usage: Optional[str] = None) -> Dict[str, Dict[str, LabelArray]]:
+    """Truth as ``{crop name: {class name: LabelArray}}`` from a hierarchy folder (see
+    :func:`read_hierarchy`), a list of them, or a CellMap ``datasplit.csv`` (each row's crop
+    group with the classes its bracket lists; ``usage`` keeps only "train" or "validate" rows).
+    A crop found twice is an error."""
+    if isinstance(source, (list, tuple)):
+        parts = [read_truth(s, usage) for s in source]
+    elif str(source).endswith(".csv"):
+        from cellmap.datasplit import read_datasplit
+
+        parts = []
+        for row in read_datasplit(str(source)):
+            if usage is not None and row.usage != usage:
+                continue
+            labels = {c: read_label(_zarr.join(row.crop_location, c)) for c in row.classes}
+            parts.append({crop_name(row.crop): labels})
+    else:
+        return read_hierarchy(source)
+    out: Dict[str, Dict[str, LabelArray]] = {}
+    for part in parts:
+        for crop, labels in part.items():
+            if crop in out:
+                raise SubmissionError(f"{source}: {crop} appears twice; crop IDs must be unique")
+            out[crop] = labels
     return out
 
 

@@ -143,3 +143,27 @@ def test_class_masks_and_errors(tmp_path):
         export_case(f, CropTarget("jrc_a_crop7", "crop7", CROP), CLASSES, tmp_path / "s.zarr")
     with pytest.raises(ExportError, match="conversion_report.json, test_crop_manifest.csv"):
         load_targets(tmp_path / "grids.txt")
+
+
+def test_datasplit_targets_and_export_for_run(tmp_path):
+    from auto3dseg.export import export_for_run
+    from cellmap.submission import write_label
+
+    gt = tmp_path / "jrc_a" / "jrc_a.zarr" / "recon-1" / "labels" / "groundtruth"
+    write_label(gt, 7, "ecs", np.zeros(CROP.shape, np.uint8), CROP)
+    split = tmp_path / "datasplit.csv"
+    split.write_text('"validate","jrc_a/jrc_a.zarr","recon-1/em/fibsem-uint8","jrc_a/jrc_a.zarr",'
+                     '"recon-1/labels/groundtruth/crop7/[ecs,mito]"\n')
+    t = load_targets(split)
+    assert list(t) == ["jrc_a_crop7"] and t["jrc_a_crop7"].grid == CROP
+    assert t["jrc_a_crop7"].classes == ("ecs", "mito")
+    # predict-time export: nothing without a grid source, a submission with one
+    nifti = tmp_path / "nifti"
+    nifti.mkdir()
+    (nifti / "datalist.json").write_text(json.dumps({"class_names": CLASSES}))
+    preds = tmp_path / "preds"
+    save_nifti(preds / "jrc_a_crop7.nii.gz", label_map(CROP.shape), CROP)
+    assert export_for_run(preds, nifti / "datalist.json") is None  # no grids known yet
+    res = export_for_run(preds, nifti / "datalist.json", grids=split)
+    assert res["zarr"] == str(preds / "submission.zarr") and res["zip"].endswith("submission.zip")
+    assert set(read_hierarchy(preds / "submission.zarr")["crop7"]) == {"ecs", "mito"}

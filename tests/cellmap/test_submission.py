@@ -218,3 +218,30 @@ def test_streamed_scoring_of_zarr_crops_equals_whole(tmp_path):
     assert [(s.crop, s.class_name, s.counts) for s in slabbed.crops] == \
         [(s.crop, s.class_name, s.counts) for s in whole.crops]
     assert [p for p in os.listdir(tmp_path) if p.startswith("cellmap-eval-")] == []  # cleaned up
+
+
+def test_datasplit_truth_scored_against_its_own_copy(sample_dir, tmp_path):
+    """The sample's ground truth read through datasplit.csv, copied into a submission hierarchy
+    (instance IDs kept, anisotropic and translated grids), scores exactly 1 everywhere; removing
+    one instance from a copy drops that crop's F1 to the hand-computed value."""
+    from cellmap.submission import read_truth
+
+    split = os.path.join(sample_dir, "datasplit.csv")
+    truth = read_truth(split)
+    assert set(truth) == {"crop1", "crop2", "crop3", "crop4", "crop5"}
+    assert read_truth(split, usage="validate").keys() == {"crop5"}
+    sub = tmp_path / "submission.zarr"
+    for crop, labels in truth.items():
+        for name, la in labels.items():
+            write_label(sub, crop, name, np.asarray(la.array[:]), la.grid)
+    s = evaluate_hierarchies(split, sub, config=CFG)
+    assert s.overall_score == 1.0 and all(c.score == 1.0 for c in s.classes.values())
+    mito = np.asarray(truth["crop1"]["mito"].array[:])
+    ids = [i for i in np.unique(mito) if i]
+    assert len(ids) >= 2
+    mito[mito == ids[0]] = 0  # one object fewer: tp n-1, fn 1
+    write_label(sub, "crop1", "mito", mito, truth["crop1"]["mito"].grid)
+    s = evaluate_hierarchies(split, sub, classes=["mito"], crops=[1], config=CFG)
+    c = s.crops[0].counts
+    n = len(ids)
+    assert (c.tp, c.fp, c.fn) == (n - 1, 0, 1) and c.f1 == pytest.approx(2 * (n - 1) / (2 * n - 1))
