@@ -86,3 +86,18 @@ def test_memory_overuse_is_reported(local_slurm, tmp_path):
     assert not (work / "slurm" / "status" / f"{job}.exit").exists()
     data = json.loads((work / "slurm" / "jobs.json").read_text())
     assert data["jobs"][0]["job_id"] == job
+
+
+def test_forgotten_jobs_fall_back_to_exit_code_files(local_slurm, tmp_path):
+    # Job ids the scheduler never ran (ids restart at 1 per bring-up, so 900000+ are unknown):
+    # without sacct and scontrol, the exit-code file written by env.sh's EXIT trap decides.
+    status = tmp_path / "status"
+    status.mkdir()
+    (status / "900001.exit").write_text("0\n")
+    (status / "900002_1.exit").write_text("3\n")
+    records = [slurm.JobRecord("analyze", "900001", ("sbatch",)),
+               slurm.JobRecord("train", "900002", ("sbatch",), indices=(0, 1), items=("a", "b"))]
+    states = slurm.job_states(records, status)
+    assert {k: s.state for k, s in states.items()} == {
+        "900001": "COMPLETED", "900002_0": "UNKNOWN", "900002_1": "FAILED"}
+    assert states["900002_1"].exit_code == "3:0"
