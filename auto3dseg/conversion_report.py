@@ -3,8 +3,8 @@
 Each crop record (a dict, built by ``auto3dseg.convert``) holds its source grids, the raw level
 read, the output grid, % outside raw, % raw chunks missing, EM zero fraction under labels,
 per-class status and voxel counts, the data-check flags and the verdict. The picture shows the
-three orthogonal mid-slices of the *converted* EM with the labels overlaid (ignore voxels
-hatched in magenta), so misregistration or blank EM is visible at a glance.
+three orthogonal mid-slices of the *converted* EM, alone and with the labels overlaid (ignore
+voxels hatched in red), so misregistration or blank EM is visible at a glance.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def _label_rgba(labels: np.ndarray, n_classes: int, ignore_value: int) -> np.nda
             continue
         m = labels == v
         if v == ignore_value:
-            rgba[m] = (1.0, 0.0, 1.0, 0.55)
+            rgba[m] = (1.0, 0.0, 0.0, 0.25)
         else:
             r, g, b, _ = cmap((v - 1) % 20)
             rgba[m] = (r, g, b, 0.45)
@@ -42,8 +42,11 @@ def _label_rgba(labels: np.ndarray, n_classes: int, ignore_value: int) -> np.nda
 
 def save_picture(path, slices: Mapping[str, tuple], voxel_size_nm: Sequence[float], title: str,
                  n_classes: int, ignore_value: int) -> Path:
-    """PNG of three mid-slices. ``slices``: {"z": (em, labels), "y": ..., "x": ...}; ``em`` uint8
-    2-D, ``labels`` 2-D or None. Axis pairs: z-slice (y, x), y-slice (z, x), x-slice (z, y)."""
+    """PNG of three mid-slices: EM alone (top row) and EM with labels (bottom row).
+
+    ``slices``: {"z": (em, labels), "y": ..., "x": ...}; ``em`` uint8 2-D, ``labels`` 2-D or None.
+    Axis pairs: z-slice (y, x), y-slice (z, x), x-slice (z, y). Ignore voxels are hatched in red.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -52,27 +55,30 @@ def save_picture(path, slices: Mapping[str, tuple], voxel_size_nm: Sequence[floa
     vz, vy, vx = (float(v) for v in voxel_size_nm)
     panels = [("z", "z mid-slice (y down, x right)", vy / vx), ("y", "y mid-slice (z down, x right)", vz / vx),
               ("x", "x mid-slice (z down, y right)", vz / vy)]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4.4))
-    for ax, (key, label, aspect) in zip(axes, panels):
+    fig, axes = plt.subplots(2, 3, figsize=(12, 8))
+    for col, (key, label, aspect) in enumerate(panels):
         em, lab = slices.get(key, (None, None))
-        if em is None:
-            ax.set_axis_off()
-            continue
-        ax.imshow(em, cmap="gray", vmin=0, vmax=255, aspect=aspect, interpolation="nearest")
-        if lab is not None:
-            ax.imshow(_label_rgba(lab, n_classes, ignore_value), aspect=aspect, interpolation="nearest")
-            ign = lab == ignore_value
-            if ign.any():
-                ax.contourf(ign.astype(float), levels=[0.5, 1.5], colors="none", hatches=["///"])
-        ax.set_title(label, fontsize=9)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.suptitle(f"{title}  (EM gray, classes coloured, magenta/hatched = ignore)", fontsize=10)
+        for row in range(2):
+            ax = axes[row, col]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if em is None:
+                ax.set_axis_off()
+                continue
+            ax.imshow(em, cmap="gray", vmin=0, vmax=255, aspect=aspect, interpolation="nearest")
+            if row == 1 and lab is not None:
+                ax.imshow(_label_rgba(lab, n_classes, ignore_value), aspect=aspect, interpolation="nearest")
+                ign = lab == ignore_value
+                if ign.any():
+                    matplotlib.rcParams["hatch.color"] = "red"
+                    ax.contourf(ign.astype(float), levels=[0.5, 1.5], colors="none", hatches=["///"])
+            ax.set_title(label + (" + labels" if row else ", EM"), fontsize=9)
+    fig.suptitle(f"{title}\nclasses coloured by label value, ignore hatched red", fontsize=10)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=80)
+    fig.savefig(tmp, dpi=72)
     plt.close(fig)
     tmp.replace(path)
     return path

@@ -182,7 +182,7 @@ def check_crop(name: str, crop: str, stats: CropStats, annotated: Sequence[str],
                           f"{name}: {100 * missing_chunk_fraction:.1f}% of the raw chunks it reads are missing "
                           f"from the local store ({stats.missing_raw} output voxels set to ignore)",
                           f"download them: {fetch_command([crop])}"))
-    if stats.em_valid == 0 or stats.em_max == 0:
+    if stats.em_valid > 0 and stats.em_max == 0:
         flags.append(Flag("blank_em", f"{name}: EM is blank (no non-zero raw voxel on the crop)",
                           f"check the raw path and scale, or fetch the EM: {fetch_command([crop])}"))
     elif stats.em_std < t.constant_std:

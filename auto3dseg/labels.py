@@ -6,8 +6,9 @@ Rules (also in the README ``convert`` section):
   none of the classes); the ignore value is 255 (65535 when the set has 255 classes or more).
 * Overlaps: a voxel carries exactly one value, chosen by **precedence**. A class whose CellMap atom
   ids are a proper subset of another's always wins over it (``mito_mem`` over ``mito``, ``np_in``
-  over ``ne_mem_all``); otherwise thin classes (``pm``, ``*_mem``, ``*_mem_all``) win over the
-  rest, then classes with fewer atoms, then earlier classes of the set. ``precedence=[...]`` in
+  over ``ne_mem_all``); otherwise thin or small classes (``pm``, ``*_mem``, ``*_mem_all``, and
+  :data:`SMALL_CLASSES` such as ``mito_ribo``, ``mt``, ``np_in``) win over the rest, then classes
+  with fewer atoms, then earlier classes of the set. ``precedence=[...]`` in
   the class-set YAML overrides the order (the subset rule still applies).
 * Channels: MONAI's ``class_names[k].index`` lists the value of class k **and** the values of every
   class of the set that is a proper subset of it, so a group channel (``mito``) is the union of
@@ -26,12 +27,19 @@ import numpy as np
 
 from auto3dseg.errors import Auto3DSegError
 
-__all__ = ["LabelEncoding", "is_thin_class"]
+__all__ = ["LabelEncoding", "is_thin_class", "SMALL_CLASSES"]
+
+
+#: Small structures (a few voxels across) that must win over the compartment around them.
+SMALL_CLASSES = frozenset({"mito_ribo", "ribo", "mt_out", "mt_in", "mt", "actin", "vim", "tbar", "cent", "cent_dapp",
+                           "cent_sdapp", "cent_all", "np_out", "np_in", "np", "plasmodesmata", "glyco", "isg_ins",
+                           "chloroplast_sg"})
 
 
 def is_thin_class(name: str) -> bool:
-    """Membrane-like classes one or two voxels thick, which must win ties so they survive downsampling."""
-    return name == "pm" or name.endswith("_mem") or name.endswith("_mem_all")
+    """Membranes (``pm``, ``*_mem``, ``*_mem_all``) and :data:`SMALL_CLASSES`: one or a few voxels
+    across, so they win over the classes around them and survive downsampling."""
+    return name == "pm" or name.endswith("_mem") or name.endswith("_mem_all") or name in SMALL_CLASSES
 
 
 @dataclass(frozen=True)
