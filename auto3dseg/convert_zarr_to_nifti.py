@@ -119,10 +119,16 @@ def _is_single_name(value) -> bool:
 
 
 def main():
-    """Console-script entry point (``convert_zarr_to_nifti``)."""
+    """Console-script entry point (``convert_zarr_to_nifti``): user errors print one line and exit 2."""
     import fire
 
-    fire.Fire(convert)
+    from cellmap.errors import CellMapError
+
+    try:
+        fire.Fire(convert)
+    except CellMapError as exc:
+        print(f"convert_zarr_to_nifti: error: {exc}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":
