@@ -65,20 +65,8 @@ def _transform(index: list[list[int]], ignore_value: int, mode: str, partial: bo
     }
 
 
-def input_overrides(algo: str, config: dict, datalist: dict) -> dict:
-    """Keys to merge (last, overriding) into the Auto3DSeg ``input`` dict when generating ``algo`` bundles.
-
-    For segresnet (and the CI template) every key lands verbatim in hyper_parameters.yaml:
-    per-class sigmoid outputs (``sigmoid``, ``output_classes``), ``class_names`` as plain names (so the
-    template adds no ``LabelEmbedClassIndex``: the dict form stays in the datalist), our ``loss``, and
-    ``custom_data_transforms`` that expand the label only after crop and augmentation
-    (``after_augment_transforms``, mode "loss") and, for validation, at the end (``final_transforms``,
-    mode "metric"); ``crop_ratios`` lets every label value 0..max be a crop centre. ``metric`` is the
-    validation hook of the CI template (SegResNet ignores it). SwinUNETR reads only ``class_names`` and
-    ``sigmoid`` from here; the rest is done by :func:`after_generation`. Unknown algos get ``{}``.
-    """
-    if algo not in _KNOWN_ALGOS:
-        return {}
+def _bundle_keys(config: dict, datalist: dict) -> dict:
+    """Every hyper-parameter key of our customisation for segresnet-like bundles (see :func:`input_overrides`)."""
     partial = partial_enabled(config)
     names, index, ignore_value = _classes(datalist)
     num_values = max(max(c) for c in index) + 1
@@ -104,11 +92,35 @@ def input_overrides(algo: str, config: dict, datalist: dict) -> dict:
     }
 
 
+def input_overrides(algo: str, config: dict, datalist: dict) -> dict:
+    """Keys to merge (last, overriding) into the Auto3DSeg ``input`` dict when generating ``algo`` bundles.
+
+    SegResNet (and the CI template) write every input key verbatim into hyper_parameters.yaml:
+    per-class sigmoid outputs (``sigmoid``, ``output_classes``), ``class_names`` as plain names (so the
+    template adds no ``LabelEmbedClassIndex``; the dict form stays in the datalist), our ``loss``,
+    ``crop_ratios`` (every label value 0..max may be a crop centre) and ``metric`` (the CI template's
+    validation hook; SegResNet ignores it). ``custom_data_transforms`` (label expansion after crop and
+    augmentation, ``after_augment_transforms`` mode "loss", and for validation ``final_transforms`` mode
+    "metric") is an input key for the CI template only: SegResNet's ``export_to_disk`` copies each custom
+    transform's module from a path relative to the current directory, which fails for a packaged module, so
+    for segresnet :func:`after_generation` writes that key into hyper_parameters.yaml (where its
+    ``Segmenter`` reads it at train time). SwinUNETR reads only ``class_names`` and ``sigmoid`` from here; the
+    rest is done by :func:`after_generation`. Unknown algos get ``{}``.
+    """
+    if algo not in _KNOWN_ALGOS:
+        return {}
+    keys = _bundle_keys(config, datalist)
+    if algo != "tinyseg":
+        del keys["custom_data_transforms"]
+    return keys
+
+
 def after_generation(bundle_dir: str, algo: str, config: dict, datalist: dict) -> None:
     """Idempotent edits of a freshly generated bundle's YAML configs; a no-op for algos we do not know.
 
-    segresnet / CI template: re-assert the :func:`input_overrides` keys in configs/hyper_parameters.yaml and
-    clear ``class_index`` (guards against an input merge that lost them). swinunetr: see :func:`_swinunetr`.
+    segresnet / CI template: write our keys (those of :func:`input_overrides` plus ``custom_data_transforms``)
+    into configs/hyper_parameters.yaml and clear ``class_index`` (also guards against an input merge that lost
+    them). swinunetr: see :func:`_swinunetr`.
     Files are rewritten atomically and only when their content changes.
     """
     if algo not in _KNOWN_ALGOS:
@@ -116,11 +128,11 @@ def after_generation(bundle_dir: str, algo: str, config: dict, datalist: dict) -
     configs = os.path.join(bundle_dir, "configs")
     if not os.path.isdir(configs):
         raise Auto3DSegError(f"{bundle_dir}: no configs/ folder; is this a generated {algo} bundle?")
-    overrides = input_overrides(algo, config, datalist)
+    overrides = _bundle_keys(config, datalist)
     if algo in _VERBATIM_ALGOS:
         hp = os.path.join(configs, "hyper_parameters.yaml")
         doc = _load(hp)
-        doc.update(copy.deepcopy(overrides))
+        doc.update(overrides)
         doc["class_index"] = None
         _save(hp, doc)
     else:

@@ -35,33 +35,42 @@ def _entry(mode, partial=True, keys="label"):
     }
 
 
-def test_segresnet_input_overrides_exactly():
-    got = customize.input_overrides("segresnet", CONFIG, DATALIST)
-    paths = {e["path"] for e in got["custom_data_transforms"]}
-    assert paths == {os.path.dirname(os.path.dirname(os.path.abspath(customize.__file__)))}
-    for e in got["custom_data_transforms"]:
-        del e["path"]
-    assert got == {
-        "sigmoid": True,
-        "class_names": ["ecs", "mito"],
-        "output_classes": 2,
-        "crop_ratios": [1.0] * 5,
-        "loss": {
-            "_target_": "auto3dseg.partial_loss.MaskedDiceBCELoss",
-            "squared_pred": True,
-            "smooth_nr": 0.0,
-            "smooth_dr": 1.0e-5,
-        },
-        "custom_data_transforms": [
-            {"key": "after_augment_transforms", "transform": _entry("loss")},
-            {"key": "final_transforms", "transform": _entry("metric")},
-        ],
-        "metric": {"_target_": "auto3dseg.partial_metric.MaskedDice"},
-    }
+EXPECTED_KEYS = {
+    "sigmoid": True,
+    "class_names": ["ecs", "mito"],
+    "output_classes": 2,
+    "crop_ratios": [1.0] * 5,
+    "loss": {
+        "_target_": "auto3dseg.partial_loss.MaskedDiceBCELoss",
+        "squared_pred": True,
+        "smooth_nr": 0.0,
+        "smooth_dr": 1.0e-5,
+    },
+    "metric": {"_target_": "auto3dseg.partial_metric.MaskedDice"},
+}
+EXPECTED_TRANSFORMS = [
+    {"key": "after_augment_transforms", "transform": _entry("loss")},
+    {"key": "final_transforms", "transform": _entry("metric")},
+]
+PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(customize.__file__)))
+
+
+def _without_paths(entries):
+    assert {e.pop("path") for e in entries} == {PACKAGE_PARENT}
+    return entries
+
+
+def test_input_overrides_exactly():
+    # segresnet: custom_data_transforms cannot go through input.yaml (export_to_disk copies the module from a
+    # cwd-relative path); after_generation writes it
+    assert customize.input_overrides("segresnet", CONFIG, DATALIST) == EXPECTED_KEYS
+    tiny = customize.input_overrides("tinyseg", CONFIG, DATALIST)
+    assert _without_paths(tiny.pop("custom_data_transforms")) == EXPECTED_TRANSFORMS
+    assert tiny == EXPECTED_KEYS
 
 
 def test_overrides_instantiate_as_segresnet_does():
-    got = customize.input_overrides("segresnet", CONFIG, DATALIST)
+    got = customize.input_overrides("tinyseg", CONFIG, DATALIST)
     loss = ConfigParser(got["loss"]).get_parsed_content(instantiate=True)
     assert isinstance(loss, MaskedDiceBCELoss)
     for e in got["custom_data_transforms"]:
@@ -70,9 +79,9 @@ def test_overrides_instantiate_as_segresnet_does():
 
 
 def test_plain_switch_and_bad_values():
-    plain = customize.input_overrides("segresnet", {"training": {"partial_annotation": False}}, DATALIST)
+    plain = customize.input_overrides("tinyseg", {"training": {"partial_annotation": False}}, DATALIST)
     assert [e["transform"]["partial"] for e in plain["custom_data_transforms"]] == [False, False]
-    assert customize.input_overrides("segresnet", {}, DATALIST)["custom_data_transforms"][0]["transform"]["partial"]
+    assert customize.input_overrides("tinyseg", {}, DATALIST)["custom_data_transforms"][0]["transform"]["partial"]
     with pytest.raises(Auto3DSegError, match="partial_annotation must be true or false"):
         customize.input_overrides("segresnet", {"training": {"partial_annotation": "yes"}}, DATALIST)
     with pytest.raises(Auto3DSegError, match="class_names"):
@@ -101,6 +110,7 @@ def test_segresnet_after_generation_is_idempotent(tmp_path):
     doc = yaml.safe_load(first["hyper_parameters.yaml"])
     assert doc["class_index"] is None and doc["roi_size"] == [32, 32, 32] and doc["fold"] == 0
     assert doc["loss"]["_target_"] == customize.LOSS_TARGET and doc["output_classes"] == 2
+    assert _without_paths(doc["custom_data_transforms"]) == EXPECTED_TRANSFORMS
 
 
 # The structure MONAI's SwinUNETR template (21ed8e5) generates for sigmoid + class_names with index lists:
