@@ -67,7 +67,7 @@ def analyze_cases(
     """Per-case DataAnalyzer statistics for ``cases`` ((image, label) absolute paths), in input order.
 
     Args:
-        workers: parallel processes (forked; each holds two slabs, about 200 MB at the default slab size).
+        workers: parallel processes (forked; each holds two slabs, about 50 MB at the default slab size).
         slab_voxels: voxels per slab read.
 
     Raises:

@@ -30,8 +30,10 @@ from auto3dseg.errors import Auto3DSegError
 
 __all__ = ["CaseStatsError", "case_stats", "stats_from_histogram", "stats_from_values", "DEFAULT_SLAB_VOXELS"]
 
-#: Voxels read per slab (image and label each); 2**24 voxels keeps a worker near 200 MB whatever the crop size.
-DEFAULT_SLAB_VOXELS = 2**24
+#: Voxels read per slab (image and label each): 2**23 voxels (32 planes of 512^2) bounds a worker's arrays to
+#: about 50 MB whatever the crop size.
+DEFAULT_SLAB_VOXELS = 2**23
+_BINCOUNT_CHUNK = 2**20
 
 _PERCENTILES = (0.5, 10.0, 90.0, 99.5)
 _PERCENTILE_KEYS = ("percentile_00_5", "percentile_10_0", "percentile_90_0", "percentile_99_5")
@@ -245,12 +247,14 @@ def _stream_histograms(img, lab, shape, slab_voxels, a0) -> dict:
             proj[2][z0:z1] |= flat.any(axis=0)
         else:
             proj[other[1]] |= flat.any(axis=0)
-        if direct:
-            idx = lb.astype(np.uint16)
-            idx <<= 8
-            idx |= im
-            joint += np.bincount(idx.ravel(), minlength=65536).reshape(256, 256)
-            del idx
+        if direct:  # joint bin = label * 256 + intensity, counted in chunks (bincount copies to int64)
+            im_flat, lb_flat = im.ravel(order="F"), lb.ravel(order="F")
+            for i in range(0, im_flat.size, _BINCOUNT_CHUNK):
+                idx = lb_flat[i : i + _BINCOUNT_CHUNK].astype(np.uint16)
+                idx <<= 8
+                idx |= im_flat[i : i + _BINCOUNT_CHUNK]
+                joint += np.bincount(idx, minlength=65536).reshape(256, 256)
+            del idx, im_flat, lb_flat
         else:
             lb_counts = np.bincount(lb.ravel(), minlength=lab_bins)
             for v in np.flatnonzero(lb_counts):

@@ -19,7 +19,7 @@ DEFAULTS = {
     "train_params": {},
     "swinunetr": {"use_pretrain": "auto"},
     "ensemble": {"method": "AlgoEnsembleBestByFold", "n_best": 2, "mode": "mean"},
-    "analyze": {"engine": "ours", "slab_voxels": 2**24},
+    "analyze": {"engine": "ours", "slab_voxels": 2**23},
 }
 
 
