@@ -16,3 +16,13 @@ def analytic_raw(tmp_path_factory):
     vs0, t0 = (5.24, 4.0, 4.0), (2.62, 10.0, -6.0)
     path = write_analytic_pyramid(root, vs0, t0, (20, 36, 44), (4, 8, 12))
     return {"path": path, "vs0": vs0, "t0": t0, "shape0": (20, 36, 44), "chunks": (4, 8, 12)}
+
+
+@pytest.fixture(scope="session")
+def sample_dir(tmp_path_factory):
+    """The embedded sample dataset, built once per session (read-only for tests)."""
+    from cellmap.sample import build_sample
+
+    root = tmp_path_factory.mktemp("sample") / "data"
+    build_sample(str(root), quiet=True)
+    return str(root)
