@@ -144,7 +144,8 @@ def convert_datasplit(datasplit="datasplit.csv", output_dir="data/nifti", target
             continue
         stats = CropStats.from_dict(rec["stats"])
         flags = check_crop(f"{rec['dataset']}/{rec['crop']}", rec["crop"], stats, rec["annotated"],
-                           rec.get("raw_missing_chunk_fraction", 0.0), rec["usage"] != "test", thresholds)
+                           rec.get("raw_missing_chunk_fraction", 0.0), rec["usage"] != "test", thresholds,
+                           rec.get("raw_complete_levels"))
         if rec["key"] in outliers:
             flags.append(outliers[rec["key"]])
         rec["flags"] = [f.__dict__ for f in flags]

@@ -112,6 +112,22 @@ def raw_missing(plan: CropPlan) -> Tuple[int, float]:
     return len(missing), vox / total
 
 
+def complete_raw_levels(plan: CropPlan) -> List[str]:
+    """Raw levels whose chunks covering this crop are all present locally (for the fix hint)."""
+    from cellmap.multiscale import read_multiscale
+
+    if _zarr.is_remote(plan.raw_array):
+        return []
+    ms = read_multiscale(plan.raw_group)
+    out = []
+    for lv in ms.levels:
+        et = em_taps(lv.grid, plan.out_grid)
+        start, stop = zip(*(window_of(t) for t in et))
+        if not missing_chunks(ms.array_location(lv), start, stop):
+            out.append(lv.path)
+    return out
+
+
 def _label_outside(plan: CropPlan, z0: int, z1: int) -> Optional[np.ndarray]:
     """Bool (dz, y, x): output voxels with no label-grid voxel (outside the crop); None if there is none."""
     lt = label_taps(plan.label_grid, plan.out_grid)
@@ -318,6 +334,7 @@ def _crop_record(plan: CropPlan, enc: LabelEncoding, merged: dict, missing: Tupl
         "output": {**grid_dict(plan.out_grid), "image": image_name(plan.key),
                    "label": label_name(plan.key) if plan.has_labels else None},
         "raw_missing_chunks": missing[0], "raw_missing_chunk_fraction": round(missing[1], 6),
+        "raw_complete_levels": complete_raw_levels(plan) if missing[0] else None,
         "stats": stats.to_dict(), "classes": classes, "annotated": plan.annotated,
         "label_values": {n: enc.value(n) for n in enc.names},
     }

@@ -31,7 +31,7 @@ from auto3dseg.errors import Auto3DSegError
 __all__ = ["CONVERTER_VERSION", "ClassSource", "CropPlan", "plan_crop", "slab_ranges", "grid_dict",
            "DEFAULT_SLAB_VOXELS"]
 
-CONVERTER_VERSION = "1"
+CONVERTER_VERSION = "2"
 #: Budget of source or output voxels handled by one slab task (bounds peak memory per worker).
 DEFAULT_SLAB_VOXELS = 8 * 1024 * 1024
 

@@ -173,15 +173,21 @@ def fetch_command(crop_ids: Sequence[str]) -> str:
 
 def check_crop(name: str, crop: str, stats: CropStats, annotated: Sequence[str],
                missing_chunk_fraction: float, has_labels: bool = True,
-               thresholds: CheckThresholds = CheckThresholds()) -> List[Flag]:
-    """Every flag of one crop (``name`` like ``jrc_x/crop7``) from its statistics."""
+               thresholds: CheckThresholds = CheckThresholds(),
+               complete_levels: Optional[Sequence[str]] = None) -> List[Flag]:
+    """Every flag of one crop (``name`` like ``jrc_x/crop7``) from its statistics.
+
+    ``complete_levels``: raw levels fully present locally for this crop (named in the fix of
+    ``raw_missing`` as an alternative ``--scale``)."""
     t = thresholds
     flags: List[Flag] = []
     if missing_chunk_fraction > 0 or stats.missing_raw > 0:
+        alt = (f"; or convert from a level that is complete locally: --scale {complete_levels[0]}"
+               if complete_levels else "")
         flags.append(Flag("raw_missing",
                           f"{name}: {100 * missing_chunk_fraction:.1f}% of the raw chunks it reads are missing "
                           f"from the local store ({stats.missing_raw} output voxels set to ignore)",
-                          f"download them: {fetch_command([crop])}"))
+                          f"download them: {fetch_command([crop])}{alt}"))
     if stats.em_valid > 0 and stats.em_max == 0:
         flags.append(Flag("blank_em", f"{name}: EM is blank (no non-zero raw voxel on the crop)",
                           f"check the raw path and scale, or fetch the EM: {fetch_command([crop])}"))
