@@ -205,14 +205,17 @@ def start_local_slurm(root: Path) -> LocalSlurm:
 @pytest.fixture(scope="session")
 def local_slurm(tmp_path_factory):
     """The running cluster; SLURM_CONF is exported for the session so client tools find it."""
+    t0 = time.monotonic()
     reason = _install_packages()
+    install_s = time.monotonic() - t0
     if reason:
         pytest.skip(f"no local SLURM: {reason}")
     root = Path(tmp_path_factory.mktemp("slurm"))
     cluster = start_local_slurm(root)
     old = os.environ.get("SLURM_CONF")
     os.environ["SLURM_CONF"] = str(cluster.conf)
-    print(f"\nlocal SLURM up in {cluster.bringup_s:.1f} s ({cluster.conf})", file=sys.stderr)
+    print(f"\nlocal SLURM up in {cluster.bringup_s:.1f} s (package check/install {install_s:.1f} s; "
+          f"{cluster.conf})", file=sys.stderr)
     try:
         yield cluster
     finally:
