@@ -45,7 +45,7 @@ from cellmap.errors import CellMapError
 from cellmap.grid import Grid
 
 __all__ = ["DatasetSpec", "CropSpec", "SAMPLE_DATASETS", "SAMPLE_CROPS", "SAMPLE_VERSION", "build_sample",
-           "raw_location", "crop_location", "main"]
+           "raw_location", "crop_location", "crop_grid", "sample", "main"]
 
 SAMPLE_VERSION = 1
 RAW_PATH = "recon-1/em/fibsem-uint8"
@@ -564,7 +564,9 @@ def build_sample(out_dir: str = "data", overwrite: bool = False, quiet: bool = F
                 done = json.load(f).get("version") == SAMPLE_VERSION
         except (OSError, json.JSONDecodeError):
             done = False
-        if done and all(os.path.isdir(os.path.join(out_dir, d, f"{d}.zarr")) for d in SAMPLE_DATASETS):
+        complete = all(os.path.exists(os.path.join(raw_location(out_dir, d), ".zattrs")) for d in SAMPLE_DATASETS) and all(
+            os.path.exists(os.path.join(crop_location(out_dir, c.dataset, c.crop), ".zgroup")) for c in SAMPLE_CROPS)
+        if done and complete:
             if not quiet:
                 print(f"sample dataset already built in {out_dir} (overwrite=True rebuilds)")
             return split
@@ -603,11 +605,23 @@ def build_sample(out_dir: str = "data", overwrite: bool = False, quiet: bool = F
     return split
 
 
+def sample(out_dir: str = "data", overwrite: bool = False, quiet: bool = False) -> None:
+    """Build the CellMap-format sample dataset under OUT_DIR (default ``data``).
+
+    Shell: ``cellmap_sample data`` or ``python -m cellmap.sample data --overwrite``.
+    Python: ``cellmap.sample.build_sample("data")``. Writes two datasets (jrc_synth-a,
+    jrc_synth-b), five crops, ``datasplit.csv``, ``train_crop_manifest.csv`` and
+    ``sample_manifest.json``; skips the build when they are already there (``--overwrite``
+    rebuilds).
+    """
+    build_sample(out_dir, overwrite=overwrite, quiet=quiet)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    """``cellmap_sample [DIR] [--overwrite] [--quiet]``: build the sample dataset (default DIR ``data``)."""
+    """Console script ``cellmap_sample``: a thin Fire wrapper over :func:`build_sample`."""
     import fire
 
-    fire.Fire(build_sample, command=list(argv) if argv is not None else None, name="cellmap_sample")
+    fire.Fire(sample, command=list(argv) if argv is not None else None, name="cellmap_sample")
 
 
 if __name__ == "__main__":
