@@ -39,7 +39,13 @@ RECORDS_NAME = "jobs.json"
 DONE = {"COMPLETED"}
 ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "RESIZING",
           "SUSPENDED", "REQUEUE_HOLD", "REQUEUE_FED", "SIGNALING", "STAGE_OUT"}
-OOM_PATTERNS = ("exceeded memory limit", "exceeded job memory limit", "oom-kill", "out of memory")
+# Lines of a job log that name a memory failure: host RAM (slurmstepd under OverMemoryKill, the
+# cgroup OOM killer) and GPU memory (torch), checked in this order.
+OOM_PATTERNS = {
+    "OUT_OF_MEMORY": ("exceeded memory limit", "exceeded job memory limit", "oom-kill", "oom_kill"),
+    "GPU_OUT_OF_MEMORY": ("cuda out of memory", "outofmemoryerror"),
+}
+LOG_TAIL_BYTES = 2 * 1024 * 1024
 STEP_KEYS = {"partition", "account", "qos", "cpus", "mem_mb", "time_min", "gpus", "constraint",
              "extra_sbatch"}
 PROFILE_KEYS = {"name", "partition", "account", "qos", "gpu_gres", "python", "modules", "setup",
@@ -313,7 +319,11 @@ def _save_records(work_dir: Path, records: list[JobRecord]) -> None:
 
 @dataclass(frozen=True)
 class TaskState:
-    """State of one job or array task: the scheduler's word, refined by the job's log."""
+    """State of one job or array task: the scheduler's word, refined by the job's log.
+
+    state: SLURM's job state, or OUT_OF_MEMORY / GPU_OUT_OF_MEMORY when the log names a memory
+    failure, or UNKNOWN when neither the scheduler nor an exit-code file knows the job.
+    """
 
     key: str
     state: str
@@ -386,16 +396,19 @@ def _query_scontrol(job_id: str) -> dict[str, tuple[str, str, str]]:
     return found
 
 
-def _log_detail(log: Path) -> str:
-    """The memory-limit line of a job log, if any (OverMemoryKill reports FAILED 0:9)."""
+def _log_detail(log: Path) -> tuple[str, str]:
+    """(state, line) for the memory failure named in the end of a job log, else ("", "")."""
     try:
-        text = log.read_text(errors="replace")
+        with open(log, "rb") as handle:
+            handle.seek(max(0, log.stat().st_size - LOG_TAIL_BYTES))
+            text = handle.read().decode(errors="replace")
     except OSError:
-        return ""
-    for line in text.splitlines():
-        if any(p in line.lower() for p in OOM_PATTERNS):
-            return line.strip()
-    return ""
+        return "", ""
+    for state, patterns in OOM_PATTERNS.items():
+        for line in text.splitlines():
+            if any(p in line.lower() for p in patterns):
+                return state, line.strip()
+    return "", ""
 
 
 def job_states(records: list[JobRecord], status_dir: Path | None = None) -> dict[str, TaskState]:
@@ -423,9 +436,10 @@ def job_states(records: list[JobRecord], status_dir: Path | None = None) -> dict
                     exit_code, reason = f"{code}:0", f"exit code from {code_file}"
             log = Path(rec.log.replace("%A", key.split("_")[0]).replace(
                 "%a", key.split("_")[-1]).replace("%j", key))
-            detail = _log_detail(log) if not (state in DONE or state in ACTIVE) else ""
-            if detail:
-                state = "OUT_OF_MEMORY"
+            detail = ""
+            if not (state in DONE or state in ACTIVE):
+                oom, detail = _log_detail(log)
+                state = oom or state
             states[key] = TaskState(key, state, exit_code, reason, detail)
     return states
 
@@ -446,6 +460,9 @@ def _explain(step: str, st: TaskState, item: str | None, rec: JobRecord) -> str:
         text += (f": exceeded its memory --mem={mem}"
                  + (f" ({st.detail})" if st.detail else "")
                  + f"; raise steps.{step}.mem_mb in the cluster profile or lower the loader workers")
+    elif st.state == "GPU_OUT_OF_MEMORY":
+        text += (f": the GPU ran out of memory ({st.detail}); lower the batch size or patch (roi) "
+                 "size, or ask for a GPU with more memory (gpu_gres type in the cluster profile)")
     elif st.state == "TIMEOUT":
         text += f": hit its --time limit; raise steps.{step}.time_min in the cluster profile"
     elif st.reason and st.reason not in ("None", ""):

@@ -101,3 +101,16 @@ def test_forgotten_jobs_fall_back_to_exit_code_files(local_slurm, tmp_path):
     assert {k: s.state for k, s in states.items()} == {
         "900001": "COMPLETED", "900002_0": "UNKNOWN", "900002_1": "FAILED"}
     assert states["900002_1"].exit_code == "3:0"
+
+
+def test_gpu_memory_failure_is_told_apart_from_host_memory(local_slurm, tmp_path):
+    status = tmp_path / "status"
+    status.mkdir()
+    (status / "900003.exit").write_text("1\n")
+    log = tmp_path / "a3d-train-900003.out"
+    log.write_text("epoch 1\ntorch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB\n")
+    rec = slurm.JobRecord("train", "900003", ("sbatch", "--mem=8000M"),
+                          log=str(tmp_path / "a3d-train-%j.out"))
+    state = slurm.job_states([rec], status)["900003"]
+    assert state.state == "GPU_OUT_OF_MEMORY" and "CUDA out of memory" in state.detail
+    assert "lower the batch size" in slurm._explain("train", state, None, rec)
