@@ -230,3 +230,48 @@ def test_swinunetr_template_drift_is_reported(swin_bundle):
     path.write_text(yaml.safe_dump(doc))
     with pytest.raises(Auto3DSegError, match="transforms_train.yaml: no RandCropByLabelClassesd"):
         customize.after_generation(str(swin_bundle), "swinunetr", CONFIG, DATALIST)
+
+
+def test_ci_template_generation_trains_with_our_loss_and_targets(synthetic_datalist, tmp_path):
+    """MONAI BundleGen with the CI template through run_auto3dseg's generate: the bundle's own training
+    pipeline yields our masked uint8 targets and its config instantiates our loss and metric."""
+    from conftest import TINY_TEMPLATES
+
+    from auto3dseg.bundles import generate
+    from auto3dseg.rundata import load_run_datalist
+
+    work = tmp_path / "work"
+    work.mkdir()
+    stats = {  # the keys the CI template reads from datastats.yaml
+        "stats_summary": {
+            "image_stats": {"channels": {"max": 1}},
+            "image_foreground_stats": {"intensity": {"percentile_00_5": 1.0, "percentile_99_5": 250.0}},
+            "label_stats": {"labels": [0, 1, 2, 3, 255]},
+            "n_cases": 4,
+        }
+    }
+    (work / "datastats.yaml").write_text(yaml.safe_dump(stats))
+    dl = load_run_datalist(synthetic_datalist)
+    (bundle,) = generate(dl, str(work), ["tinyseg"], TINY_TEMPLATES, {"modality": "mri", "input": {}}, num_fold=1)
+    configs = os.path.join(bundle, "configs")
+    hp = yaml.safe_load(open(os.path.join(configs, "hyper_parameters.yaml")))
+    assert hp["loss"]["_target_"] == customize.LOSS_TARGET and not hp["class_index"] and hp["output_classes"] == 3
+
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tinyseg_pipeline_customize", os.path.join(bundle, "scripts", "pipeline.py"))
+    pipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pipe)
+    parser = pipe.read_config([os.path.join(configs, "hyper_parameters.yaml")], {})
+    config = {k: parser.get_parsed_content(k) for k in ("normalize_mode", "intensity_bounds", "roi_size", "class_index")}
+    config["custom_data_transforms"] = parser.get("custom_data_transforms")
+    assert isinstance(parser.get_parsed_content("loss"), MaskedDiceBCELoss)
+    raw = json.load(open(synthetic_datalist))
+    root = os.path.dirname(synthetic_datalist)
+    case = next(c for c in raw["training"] if c["annotated"] == 0b110)  # ecs not annotated in this crop
+    item = {"image": os.path.join(root, case["image"]), "label": os.path.join(root, case["label"]), "annotated": case["annotated"]}
+    train = pipe.transforms(config, train=True)(dict(item))
+    assert train["label"].dtype == torch.uint8 and tuple(train["label"].shape) == (3, *hp["roi_size"])
+    assert train["label"][0].eq(UNKNOWN).all()
+    val = pipe.transforms(config, train=False)(dict(item))
+    assert val["label"].shape[0] == 4 and int(val["label"][0].sum()) == 0
