@@ -434,14 +434,19 @@ def job_states(records: list[JobRecord], status_dir: Path | None = None) -> dict
                     code = code_file.read_text().strip()
                     state = "COMPLETED" if code == "0" else "FAILED"
                     exit_code, reason = f"{code}:0", f"exit code from {code_file}"
-            log = Path(rec.log.replace("%A", key.split("_")[0]).replace(
-                "%a", key.split("_")[-1]).replace("%j", key))
+            log = Path(_log_path(rec, key))
             detail = ""
             if not (state in DONE or state in ACTIVE):
                 oom, detail = _log_detail(log)
                 state = oom or state
             states[key] = TaskState(key, state, exit_code, reason, detail)
     return states
+
+
+def _log_path(rec: JobRecord, key: str) -> str:
+    """The log file of job or array task `key` ("<id>" or "<id>_<index>") from rec's --output."""
+    job, _, index = key.partition("_")
+    return rec.log.replace("%A", job).replace("%a", index).replace("%j", key)
 
 
 def _keys(rec: JobRecord) -> list[str]:
@@ -468,7 +473,7 @@ def _explain(step: str, st: TaskState, item: str | None, rec: JobRecord) -> str:
     elif st.reason and st.reason not in ("None", ""):
         text += f": {st.reason}"
     if rec.log and not st.done:
-        text += f"; log {rec.log.replace('%A', rec.job_id).replace('%j', rec.job_id)}"
+        text += f"; log {_log_path(rec, st.key)}"
     return text
 
 

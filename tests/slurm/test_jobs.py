@@ -47,6 +47,9 @@ def test_failed_array_task_is_resubmitted_alone(local_slurm, tmp_path):
     (markers / "fail_b").unlink()
     second = slurm.submit_steps(steps, _profile(tmp_path), work)
     new_train = second.job_ids["train"]
+    failed_line = next(line for line in second.status if "FAILED" in line)
+    assert failed_line.startswith(f"train [b]: job {train_id}_1 FAILED (exit 3:0)")
+    assert failed_line.endswith(f"log {work / 'slurm' / 'logs' / f'a3d-train-{train_id}_1.out'}")
     new_records = slurm.load_records(work)
     assert [(r.step, r.indices) for r in new_records] == [
         ("train", (0, 1, 2)), ("ensemble", None), ("train", (1,)), ("ensemble", None)]
