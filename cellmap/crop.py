@@ -122,14 +122,20 @@ def _label_grid(crop_location: str, labels: Dict[str, Multiscale], tol_vox: floa
 
 def open_crop(row: DatasplitRow, classes: Optional[Sequence[str]] = None, check_contents: bool = True,
               derive: bool = True, tol_vox: float = ALIGN_TOL_VOX) -> Crop:
-    """Open the crop of a datasplit row: validate raw and label metadata, the shared label
-    grid, and the status of ``classes`` (default: the row's bracket list)."""
+    """Open the crop of a datasplit row: validate raw and label metadata (the raw pyramid must
+    be 2x per level; label groups only need valid axes and transforms), the shared label s0
+    grid, and the status of ``classes`` (default: the row's bracket list). Raises
+    :class:`cellmap.datasplit.DatasplitError` for missing groups, :class:`CropError` when class
+    grids disagree, :class:`cellmap.multiscale.MultiscaleError` for bad metadata."""
     check_rows([row])
     try:
         raw = read_multiscale(row.raw_location)
     except CellMapError as exc:
         raise DatasplitError(f"{row.where}: raw {row.raw_location}: {exc}") from exc
-    labels = {n: read_multiscale(_zarr.join(row.crop_location, n)) for n in crop_class_names(row.crop_location)}
+    # label pyramids: only s0 is used, and how CellMap built s1+ is undocumented, so their
+    # ratios are not enforced (axes, units and transforms still are)
+    labels = {n: read_multiscale(_zarr.join(row.crop_location, n), strict_pyramid=False)
+              for n in crop_class_names(row.crop_location)}
     grid = _label_grid(row.crop_location, labels, tol_vox)
     wanted = tuple(classes) if classes is not None else row.classes
     status = crop_status(row.crop_location, wanted, check_contents=check_contents, derive=derive)
