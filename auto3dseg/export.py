@@ -374,7 +374,8 @@ def evaluate_paths(truth, prediction, out, datalist=None, classes=None, crops=No
     """Score ``prediction`` against ``truth`` and write ``out/scores.{csv,md,png}``.
 
     Each side is a zarr hierarchy ``crop<ID>/<class>`` (arrays with ``voxel_size`` and
-    ``translation``, as CellMap's evaluator truth and submissions) or a folder of NIfTI files
+    ``translation``, as CellMap's evaluator truth and submissions; the truth may also be a list
+    of hierarchies or a CellMap ``datasplit.csv`` naming crop groups) or a folder of NIfTI files
     named ``<dataset>_crop<ID>...``; NIfTI sides are first written as hierarchies on their own
     grids under ``out/hierarchies/`` using the datalist's ``class_names`` (truth: its ignore value
     is not scored, and only the classes its ``annotated`` bitmask names). Returns the report paths.
@@ -383,7 +384,11 @@ def evaluate_paths(truth, prediction, out, datalist=None, classes=None, crops=No
 
     out = Path(out)
     sides = {}
-    for role, src in (("truth", Path(truth)), ("prediction", Path(prediction))):
+    for role, given in (("truth", truth), ("prediction", prediction)):
+        if role == "truth" and (isinstance(given, (list, tuple)) or str(given).endswith(".csv")):
+            sides[role] = given  # several hierarchies, or a datasplit.csv naming the crop groups
+            continue
+        src = Path(given)
         if _is_hierarchy(src):
             sides[role] = src
             continue
@@ -403,7 +408,8 @@ def evaluate_paths(truth, prediction, out, datalist=None, classes=None, crops=No
     scores = evaluate_hierarchies(sides["truth"], sides["prediction"], classes=classes,
                                   crops=crops, instance_classes=instance_classes,
                                   config=config or ScoringConfig())
-    return write_report(scores, out, title=f"{Path(prediction).name} vs {Path(truth).name}")
+    name = Path(str(truth[0] if isinstance(truth, (list, tuple)) else truth)).name
+    return write_report(scores, out, title=f"{Path(prediction).name} vs {name}")
 
 
 def export_for_run(pred_dir, datalist, grids=None, out=None, instance_classes=None):
