@@ -42,7 +42,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -105,7 +105,7 @@ class ScoringConfig:
     ratio_decay: float = 5.0
     max_overlap_edges: int = 5_000_000
     cost_scale: int = 1_000_000
-    max_voxels_in_memory: int = 1 << 27
+    max_voxels_in_memory: int = 1 << 25
     workdir: Optional[str] = None
     progress: Optional[bool] = None  # None: tqdm decides (on for a terminal)
 
@@ -514,7 +514,8 @@ def _compact(t: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     background. Small IDs are their own labels (no sort); large ones are ranked."""
     tmax = int(t.max()) if t.size else 0
     if t.dtype.kind in "iu" and (t.size == 0 or int(t.min()) >= 0) and tmax <= max(1 << 20, t.size):
-        return np.arange(1, tmax + 1, dtype=np.int64), t.astype(np.intp, copy=False)
+        same = t if t.dtype != np.uint64 else t.astype(np.intp)
+        return np.arange(1, tmax + 1, dtype=np.int64), same
     u, inv = np.unique(t, return_inverse=True)
     inv = inv.reshape(t.shape)
     if u.size and u[0] == 0:

@@ -89,7 +89,7 @@ def test_coarse_prediction_resampled_to_crop_grid(tmp_path):
     lab_c[0, 0:2, 0:3] = 1
     lab_c[2, 3:5, 4:6] = 2
     prob = np.stack([(lab_c == k + 1) * 0.9 + 0.05 for k in range(3)]).astype(np.float32)
-    f = save_nifti(tmp_path / "p" / "jrc_a_crop7_0000_ensemble.nii.gz", prob, coarse)
+    save_nifti(tmp_path / "p" / "jrc_a_crop7_0000_ensemble.nii.gz", prob, coarse)
     report = {"crops": [{"key": "jrc_a_crop7", "dataset": "jrc_a", "crop": "crop7",
                          "source_label_grid": {"axes": "zyx", "unit": "nm",
                                                "voxel_size_nm": list(CROP.voxel_size_nm),
