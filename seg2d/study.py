@@ -58,11 +58,11 @@ def run_study(study: optuna.Study, objective, n_trials: int, default_params: Opt
     count. Returns the number of trials run by this call."""
     if default_params:
         study.enqueue_trial(default_params, skip_if_exists=True)
-    todo = max(0, int(n_trials) - finished_trials(study))
+    before = finished_trials(study)
+    todo = max(0, int(n_trials) - before)
     if todo == 0:
         return 0
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    before = len(study.trials)
     study.optimize(objective, n_trials=todo, show_progress_bar=progress, gc_after_trial=False,
                    callbacks=[optuna.study.MaxTrialsCallback(int(n_trials), states=states)])
-    return len(study.trials) - before
+    return finished_trials(study) - before

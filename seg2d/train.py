@@ -3,6 +3,8 @@
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
+
 from seg2d.align import aligned_frames
 from seg2d.calibrate import IDENTITY, Calibration
 from seg2d.errors import ConfigError, DataError
@@ -38,6 +40,7 @@ def train_model(dataset: str, out: str, model: Optional[str] = None, epochs: int
         raise DataError(f"{dataset}: no frame has at least {min_train_masks} masks (Cellpose would drop them all); "
                         "lower --min_train_masks or add ground truth")
     torch.manual_seed(seed)
+    np.random.seed(seed)  # train_seg draws crops and augmentations from numpy's global RNG
     if model:
         resolved = resolve_model(model)
         cp = (models.CellposeModel(gpu=False, mkldnn=False, model_type=resolved.builtin) if resolved.builtin
