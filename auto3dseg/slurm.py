@@ -628,8 +628,9 @@ def dask_cluster(profile: str | Path | Profile = "local", jobs: int = 1, cores: 
     """A dask.distributed Client on a dask-jobqueue SLURMCluster of `jobs` SLURM jobs.
 
     Partition, account, qos, modules, setup lines, env and Python come from the profile; cores,
-    memory and time from the profile's `steps.convert` (or the arguments). Close with
-    `client.close(); client.cluster.close()`.
+    memory and time from the profile's `steps.convert` (or the arguments). Worker logs go to
+    `log_dir` (default `$CELLMAP_DASK_LOG_DIR`, else `./slurm_logs/dask`; it must be on a
+    filesystem the compute nodes share). Close with `client.close(); client.cluster.close()`.
     """
     from dask.distributed import Client
     from dask_jobqueue import SLURMCluster
@@ -637,6 +638,8 @@ def dask_cluster(profile: str | Path | Profile = "local", jobs: int = 1, cores: 
     from auto3dseg.resources import plan_convert
 
     prof = load_profile(profile)
+    log_dir = Path(log_dir or os.environ.get("CELLMAP_DASK_LOG_DIR") or Path.cwd() / "slurm_logs" / "dask")
+    log_dir.mkdir(parents=True, exist_ok=True)
     res, over = _resolved(Step("convert", "convert.sbatch", resources=plan_convert()), prof)
     prologue = [f"module load {m}" for m in prof.modules] + list(prof.setup)
     prologue += [f"export {k}={shlex.quote(v)}" for k, v in sorted(prof.env.items())]
@@ -647,7 +650,7 @@ def dask_cluster(profile: str | Path | Profile = "local", jobs: int = 1, cores: 
         cores=cores or res.cpus, processes=1, memory=f"{memory_mb or res.mem_mb}MiB",
         walltime=_time_arg(time_min or res.time_min).replace("0-", "", 1),
         job_script_prologue=prologue, python=prof.python_path, job_extra_directives=extra,
-        log_directory=str(log_dir) if log_dir else None)
+        log_directory=str(log_dir))
     kwargs.update(cluster_kwargs)
     cluster = SLURMCluster(**kwargs)
     cluster.scale(jobs=jobs)

@@ -1,7 +1,8 @@
-"""Conversion work on dask-jobqueue SLURMCluster workers started from a cluster profile."""
+"""Conversion on dask-jobqueue SLURMCluster workers started from a cluster profile."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import nibabel as nib
@@ -13,30 +14,49 @@ from auto3dseg import slurm
 pytestmark = pytest.mark.slurm
 
 
-def test_dask_cluster_runs_work_in_a_slurm_job(local_slurm, tmp_path):
+def test_dask_cluster_job_script_comes_from_the_profile(local_slurm, tmp_path):
     pytest.importorskip("dask_jobqueue", reason="dask-jobqueue is not installed (extra [slurm])")
     profile = tmp_path / "p.yaml"
-    profile.write_text("partition: debug\nenv: {OMP_NUM_THREADS: '1'}\n"
-                       "steps:\n  convert: {cpus: 1, mem_mb: 1024, time_min: 5}\n")
-    client = slurm.dask_cluster(profile, jobs=1, log_dir=tmp_path / "logs")
+    profile.write_text("partition: debug\naccount: lab\nqos: short\nenv: {OMP_NUM_THREADS: '1'}\n"
+                       "setup: ['echo ready']\nmodules: [cuda/12]\n"
+                       "steps:\n  convert: {cpus: 3, mem_mb: 1024, time_min: 75}\n")
+    client = slurm.dask_cluster(profile, jobs=0, log_dir=tmp_path / "logs")
     try:
-        client.wait_for_workers(1, timeout=90)
-        job_script = client.cluster.job_script()
-        assert "#SBATCH -p debug" in job_script and "export OMP_NUM_THREADS=1" in job_script
-        assert "--mem=1G" in job_script or "--mem=1024M" in job_script
-        # A stand-in conversion: the worker writes a NIfTI volume with a known affine.
-        data = np.arange(4 * 5 * 6, dtype=np.uint8).reshape(4, 5, 6)
-        affine = np.diag([8.0, 8.0, 8.0, 1.0])
-        out = tmp_path / "case_0000.nii.gz"
-        job_id = client.submit(os.getenv, "SLURM_JOB_ID", pure=False).result(timeout=60)
-        client.submit(nib.save, nib.Nifti1Image(data, affine), str(out)).result(timeout=60)
+        script = client.cluster.job_script()
     finally:
         cluster = client.cluster
         client.close()
         cluster.close()
-    assert job_id is not None and job_id.isdigit()
-    back = nib.load(str(out))
-    np.testing.assert_array_equal(np.asarray(back.dataobj), data)
-    np.testing.assert_array_equal(back.affine, affine)
-    # The worker ran as the SLURM job with that id, and its log went to the asked folder.
-    assert any(job_id in p.name for p in (tmp_path / "logs").iterdir())
+    for line in ("#SBATCH -p debug", "#SBATCH -A lab", "#SBATCH --qos=short",
+                 "#SBATCH --cpus-per-task=3", "#SBATCH --mem=1G", "#SBATCH -t 01:15:00",
+                 f"#SBATCH -e {tmp_path / 'logs'}/", "module load cuda/12", "echo ready",
+                 "export OMP_NUM_THREADS=1"):
+        assert line in script, line
+
+
+def test_converter_runs_its_slabs_on_slurm_workers(local_slurm, tmp_path, monkeypatch):
+    pytest.importorskip("dask_jobqueue", reason="dask-jobqueue is not installed (extra [slurm])")
+    from auto3dseg.convert_zarr_to_nifti import convert
+    from cellmap.sample import build_sample
+
+    split = build_sample(str(tmp_path / "sample"), quiet=True)
+    profile = tmp_path / "p.yaml"
+    profile.write_text("partition: debug\nenv: {OMP_NUM_THREADS: '1'}\n"
+                       "steps:\n  convert: {cpus: 1, mem_mb: 1500, time_min: 10}\n")
+    monkeypatch.setenv("CELLMAP_DASK_LOG_DIR", str(tmp_path / "dask_logs"))
+    convert(split, str(tmp_path / "on_slurm"), crops="1,2", cluster="slurm",
+            slurm_profile=str(profile), quiet=True)
+    # The slab tasks ran in a SLURM job (a dask worker), which logged into the folder asked for.
+    logs = list((tmp_path / "dask_logs").iterdir())
+    assert logs and any("dask-worker" in p.name for p in logs)
+    # The same conversion in local processes gives the same volumes on the same grid.
+    convert(split, str(tmp_path / "local"), crops="1,2", quiet=True)
+    remote = json.loads((tmp_path / "on_slurm" / "datalist.json").read_text())
+    local = json.loads((tmp_path / "local" / "datalist.json").read_text())
+    assert len(remote["training"]) == 2 and remote["training"] == local["training"]
+    for item in remote["training"]:
+        for key in ("image", "label"):
+            a = nib.load(str(tmp_path / "on_slurm" / item[key]))
+            b = nib.load(str(tmp_path / "local" / item[key]))
+            np.testing.assert_array_equal(np.asarray(a.dataobj), np.asarray(b.dataobj))
+            np.testing.assert_array_equal(a.affine, b.affine)
