@@ -275,3 +275,60 @@ def test_ci_template_generation_trains_with_our_loss_and_targets(synthetic_datal
     assert train["label"][0].eq(UNKNOWN).all()
     val = pipe.transforms(config, train=False)(dict(item))
     assert val["label"].shape[0] == 4 and int(val["label"][0].sum()) == 0
+
+
+_TEMPLATES = os.environ.get("AUTO3DSEG_TEMPLATES", "")
+
+
+@pytest.mark.skipif(
+    not os.path.isfile(os.path.join(_TEMPLATES, "segresnet", "scripts", "segmenter.py")),
+    reason="needs MONAI's algorithm templates in a local folder: set AUTO3DSEG_TEMPLATES (hash 21ed8e5)",
+)
+def test_real_segresnet_template_consumes_our_keys(synthetic_datalist, tmp_path):
+    """Generate a real SegResNet bundle, then build its own data transforms and loss (segmenter.py) on CPU."""
+    import importlib
+    import sys
+
+    from auto3dseg.run_auto3dseg import run
+
+    work = str(tmp_path / "work")
+    config = tmp_path / "auto3dseg.yaml"
+    config.write_text(yaml.safe_dump({"input": {"roi_size": [16, 16, 16]}}))
+    run(mode="analyze", datalist=synthetic_datalist, work_dir=work, config=str(config))
+    run(mode="generate", datalist=synthetic_datalist, work_dir=work, config=str(config), algos="segresnet",
+        templates=_TEMPLATES, num_fold=1)
+    bundle = os.path.join(work, "segresnet_0")
+    before = set(sys.modules)
+    sys.path.insert(0, os.path.join(bundle, "scripts"))
+    try:
+        segmenter = importlib.import_module("segmenter")  # it imports its sibling `utils` by plain name
+    finally:
+        sys.path.pop(0)
+        for name in ("segmenter", "utils"):
+            if name not in before:
+                sys.modules.pop(name, None)
+
+    class Probe(segmenter.Segmenter):  # only the config and transform-building parts of the real Segmenter
+        def __init__(self):
+            self.global_rank, self.rank, self.distributed, self._data_transform_builder = 1, 0, False, None
+
+    probe = Probe()
+    probe.config = probe.parse_input_config(
+        config_file=os.path.join(bundle, "configs", "hyper_parameters.yaml"), override={"crop_mode": "ratio"}
+    )
+    assert probe.config["class_index"] is None and probe.config["output_classes"] == 3
+    loss = ConfigParser(probe.config["loss"]).get_parsed_content(instantiate=True)
+    assert isinstance(loss, MaskedDiceBCELoss)
+    raw = json.load(open(synthetic_datalist))
+    root = os.path.dirname(synthetic_datalist)
+    case = next(c for c in raw["training"] if c["annotated"] == 0b001)  # only ecs annotated
+    item = {"image": os.path.join(root, case["image"]), "label": os.path.join(root, case["label"]), "annotated": 1}
+    builder = probe.get_data_transform_builder()
+    train = builder(augment=True)
+    train.set_random_state(0)
+    patches = train(dict(item))
+    for p in patches if isinstance(patches, list) else [patches]:
+        assert p["label"].dtype == torch.uint8 and tuple(p["label"].shape) == (3, 16, 16, 16)
+        assert p["label"][1:].eq(UNKNOWN).all()
+    val = builder(augment=False)(dict(item))["label"]
+    assert val.shape[0] == 4 and int(val[1:3].sum()) == 0
