@@ -22,7 +22,7 @@ import json
 import os
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -40,23 +40,15 @@ from auto3dseg.datalist import write_json_atomic
 from auto3dseg.errors import Auto3DSegError
 from auto3dseg.labels import LabelEncoding
 from auto3dseg.nifti import NiftiStreamWriter, assemble_nifti, compress_member, remove_stale_temps
+from auto3dseg.zarr_window import reader_for
 
 __all__ = ["SlabResult", "compute_slab", "convert_crop", "convert_all", "image_name", "label_name",
            "raw_missing", "PROVENANCE_DIR"]
 
 PROVENANCE_DIR = ".provenance"
+#: Threads per process converting slabs of one crop concurrently (I/O, decoding, numpy, deflate).
+DEFAULT_THREADS = 2
 PARTS_DIR = ".parts"
-
-_ARRAYS: Dict[str, object] = {}
-
-
-def _array(location: str):
-    """Per-process cache of opened zarr arrays."""
-    arr = _ARRAYS.get(location)
-    if arr is None:
-        arr = _ARRAYS[location] = _zarr.open_array(location)
-    return arr
-
 
 def image_name(key: str) -> str:
     return f"images/{key}_0000.nii.gz"
@@ -77,21 +69,6 @@ class SlabResult:
     class_counts: Dict[str, List[int]] = field(default_factory=dict)  # name -> [source, output, lost]
     slices: Dict[str, tuple] = field(default_factory=dict)
     parts: Optional[Tuple[str, Optional[str]]] = None
-
-
-def _window_missing(array_location: str, start, stop) -> Optional[np.ndarray]:
-    """Bool mask over the index window [start, stop) (inside the array): chunk file missing locally."""
-    if _zarr.is_remote(array_location):
-        return None
-    missing = set(missing_chunks(array_location, start, stop))
-    if not missing:
-        return None
-    meta = _zarr.array_meta(array_location)
-    mask = np.zeros(tuple(b - a for a, b in zip(start, stop)), dtype=np.uint8)
-    for idx, sl in window_chunks(start, stop, meta["chunks"], meta["shape"]):
-        if idx in missing:
-            mask[tuple(slice(s.start - a, s.stop - a) for s, a in zip(sl, start))] = 1
-    return mask
 
 
 def raw_missing(plan: CropPlan) -> Tuple[int, float]:
@@ -145,17 +122,16 @@ def compute_slab(plan: CropPlan, enc: LabelEncoding, z0: int, z1: int):
     """
     out = plan.out_grid
     raw_grid = plan.raw_level.grid
-    arr = _array(plan.raw_array)
-    if np.dtype(arr.dtype) != np.uint8:
-        raise Auto3DSegError(f"{plan.raw_array}: raw dtype {arr.dtype}, expected uint8 (fibsem-uint8)")
+    reader = reader_for(plan.raw_array)
+    if reader.dtype != np.uint8:
+        raise Auto3DSegError(f"{plan.raw_array}: raw dtype {reader.dtype}, expected uint8 (fibsem-uint8)")
     et = em_taps(raw_grid, out)
     tz = subset_taps(et[0], z0, z1)
     win = [window_of(tz), window_of(et[1]), window_of(et[2])]
-    src = np.asarray(arr[tuple(slice(a, b) for a, b in win)])
+    src, miss_src = reader.read([w[0] for w in win], [w[1] for w in win])
     taps = (shift_taps(tz, win[0][0]), shift_taps(et[1], win[1][0]), shift_taps(et[2], win[2][0]))
     em = resample_em(src, taps)
     del src
-    miss_src = _window_missing(plan.raw_array, [w[0] for w in win], [w[1] for w in win])
     if miss_src is not None:
         missing = max_pool_taps(miss_src, taps, outside_value=1).astype(bool)
     else:
@@ -200,10 +176,9 @@ def _slab_labels(plan: CropPlan, enc: LabelEncoding, z0: int, z1: int, no_raw: n
         if any(b <= a for a, b in win):
             counts[name] = [0, 0, 0]
             continue
-        sl = tuple(slice(a, b) for a, b in win)
         pos = unk = None
         for loc, unk_value in zip(cs.arrays, cs.unknown_values):
-            a = np.asarray(_array(loc)[sl])
+            a, _ = reader_for(loc).read([w[0] for w in win], [w[1] for w in win], with_missing=False)
             p = a != 0
             if unk_value is not None:
                 u = a == unk_value
@@ -340,9 +315,43 @@ def _crop_record(plan: CropPlan, enc: LabelEncoding, merged: dict, missing: Tupl
     }
 
 
+def _slab_job(plan: CropPlan, enc: LabelEncoding, z0: int, z1: int, write: bool):
+    """Compute one slab and deflate its two gzip members (runs in a thread: numpy, numcodecs and
+    isal release the GIL on large buffers)."""
+    em, labels, res = compute_slab(plan, enc, z0, z1)
+    members = None
+    if write:
+        members = (compress_member(em), None if labels is None else compress_member(labels))
+    return res, members
+
+
+def _slab_stream(plan: CropPlan, enc: LabelEncoding, write: bool, pool, threads: int):
+    """(result, members) of every slab in z order; with a thread pool at most ``threads + 1``
+    slabs are in flight, so memory stays bounded."""
+    if pool is None:
+        for z0, z1 in plan.slabs:
+            yield _slab_job(plan, enc, z0, z1, write)
+        return
+    pending = []
+    slabs = iter(plan.slabs)
+    for z0, z1 in slabs:
+        pending.append(pool.submit(_slab_job, plan, enc, z0, z1, write))
+        if len(pending) > threads:
+            break
+    while pending:
+        fut = pending.pop(0)
+        yield fut.result()
+        nxt = next(slabs, None)
+        if nxt is not None:
+            pending.append(pool.submit(_slab_job, plan, enc, nxt[0], nxt[1], write))
+
+
 def convert_crop(plan: CropPlan, enc: LabelEncoding, output_dir, dry_run: bool = False,
-                 params: Optional[dict] = None, on_slab: Optional[Callable[[int], None]] = None) -> Tuple[dict, dict]:
+                 params: Optional[dict] = None, on_slab: Optional[Callable[[int], None]] = None,
+                 threads: int = DEFAULT_THREADS) -> Tuple[dict, dict]:
     """Convert one crop in this process, streaming slab by slab into its two NIfTI files.
+
+    ``threads`` slabs are computed and deflated concurrently; they are written in z order.
 
     Returns ``(record, slices)``: the crop record (also stored as provenance unless ``dry_run``)
     and its mid slices for the picture.
@@ -359,23 +368,25 @@ def convert_crop(plan: CropPlan, enc: LabelEncoding, output_dir, dry_run: bool =
             writers.append(NiftiStreamWriter(output_dir / label_name(plan.key), out.shape, enc.dtype,
                                              out.voxel_size_nm, out.translation_nm))
     results = []
+    pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 and len(plan.slabs) > 1 else None
     try:
-        for z0, z1 in plan.slabs:
-            em, labels, res = compute_slab(plan, enc, z0, z1)
+        for res, members in _slab_stream(plan, enc, bool(writers), pool, threads):
             if writers:
-                writers[0].write(em)
+                writers[0].write_member(members[0], res.z1 - res.z0)
                 if plan.has_labels:
-                    writers[1].write(labels)
+                    writers[1].write_member(members[1], res.z1 - res.z0)
             results.append(res)
-            del em, labels
             if on_slab:
-                on_slab(z1 - z0)
+                on_slab(res.z1 - res.z0)
         for w in writers:
             w.close()
     except BaseException:
         for w in writers:
             w.abort()
         raise
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     merged = _merge_results(results)
     record = _crop_record(plan, enc, merged, missing, digest)
     if not dry_run:
