@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import copy
 import os
-import tempfile
 
 import yaml
 
+from auto3dseg.atomic import write_yaml_atomic
 from auto3dseg.errors import Auto3DSegError
 
 __all__ = ["input_overrides", "after_generation", "partial_enabled", "LOSS_TARGET", "TRANSFORM_TARGET"]
@@ -226,16 +226,7 @@ def _load(path: str) -> dict:
 
 def _save(path: str, doc: dict) -> None:
     """Write YAML atomically (temp file in the same folder + os.replace); untouched if unchanged."""
-    text = yaml.safe_dump(doc, sort_keys=False, default_flow_style=None)
     with open(path) as fh:
-        if yaml.safe_load(fh) == yaml.safe_load(text):
+        if yaml.safe_load(fh) == doc:
             return
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp_", suffix=".yaml")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    write_yaml_atomic(path, doc)
