@@ -535,6 +535,45 @@ def _boxes_of(compact: np.ndarray, n: int, z0: int):
     return sizes, lo, hi
 
 
+class _LabelStore:
+    """The relabelled prediction (uint32, (z, y, x)): an array when the crop is one slab, else a
+    temporary file mapped only while a slab is written or a box is read, so the pages touched
+    do not stay in this process's resident memory."""
+
+    def __init__(self, shape, on_disk: bool, workdir: Optional[str]):
+        self.shape = tuple(shape)
+        self.path = None
+        if not on_disk:
+            self.data = np.zeros(self.shape, np.uint32)
+            return
+        fd, self.path = tempfile.mkstemp(prefix="cellmap-eval-", suffix=".u32", dir=workdir)
+        os.close(fd)
+        with open(self.path, "r+b") as f:
+            f.truncate(int(np.prod(self.shape)) * 4)
+
+    def write(self, z0: int, slab: np.ndarray) -> None:
+        if self.path is None:
+            self.data[z0:z0 + slab.shape[0]] = slab
+            return
+        plane = int(np.prod(self.shape[1:]))
+        with open(self.path, "r+b") as f:
+            f.seek(z0 * plane * 4)
+            f.write(np.ascontiguousarray(slab, dtype=np.uint32).tobytes())
+
+    def read(self, sl: Tuple[slice, ...]) -> np.ndarray:
+        if self.path is None:
+            return self.data[sl]
+        m = np.memmap(self.path, dtype=np.uint32, mode="r", shape=self.shape)
+        try:
+            return np.array(m[sl])
+        finally:
+            del m
+
+    def close(self) -> None:
+        if self.path is not None and os.path.exists(self.path):
+            os.unlink(self.path)
+
+
 class _InstanceScorer:
     """One pass over z slabs gathers sizes, boxes and overlaps; then matching and distances."""
 
@@ -543,22 +582,13 @@ class _InstanceScorer:
         self.vs, self.shape, self.config, self.desc = vs, shape, config, desc or "instance"
         self.cap = hausdorff_cap_nm(vs, shape)
 
-    def _store(self):
-        slabs = list(_slabs(self.shape, self.config.max_voxels_in_memory))
-        if len(slabs) == 1:
-            return np.zeros(self.shape, np.uint32), slabs, None
-        fd, path = tempfile.mkstemp(prefix="cellmap-eval-", suffix=".u32", dir=self.config.workdir)
-        os.close(fd)
-        return np.memmap(path, dtype=np.uint32, mode="w+", shape=self.shape), slabs, path
-
     def run(self) -> Counts:
-        store, slabs, path = self._store()
+        slabs = list(_slabs(self.shape, self.config.max_voxels_in_memory))
+        store = _LabelStore(self.shape, len(slabs) > 1, self.config.workdir)
         try:
             return self._run(store, slabs)
         finally:
-            if path is not None:
-                del store
-                os.unlink(path)
+            store.close()
 
     def _run(self, store, slabs) -> Counts:
         gt_v, gt_s, gt_lo, gt_hi = [], [], [], []
@@ -594,7 +624,7 @@ class _InstanceScorer:
                     lab[lab > 0] += np.uint32(next_id)
                 if prev is not None and n:
                     unions.append(_plane_unions(prev[0], prev[1], lab[0], p[0]))
-                store[z0:z1] = lab
+                store.write(z0, lab)
                 prev = (lab[-1].copy(), p[-1].copy())
                 next_id += n
                 bar.update(1)
@@ -643,24 +673,41 @@ class _InstanceScorer:
                 matched = match_instances(gi, pi, iou, self.config.cost_scale)
         dists = np.full(n_g + n_p - matched.shape[0], self.cap, dtype=np.float64)
         if matched.shape[0]:
+            lo = np.minimum(gt_lo[matched[:, 0]], pr_lo[matched[:, 1]])
+            hi = np.maximum(gt_hi[matched[:, 0]], pr_hi[matched[:, 1]])
+            window = _Window(self, store, final.astype(np.uint32))
             with _progress(matched.shape[0], f"{self.desc}: Hausdorff", self.config) as bar:
-                for k, (gi, pi) in enumerate(matched):
-                    dists[k] = self._pair_distance(store, final, gt_ids[gi], pi + 1,
-                                                   gt_lo[gi], gt_hi[gi], pr_lo[pi], pr_hi[pi])
+                for k in np.argsort(lo[:, 0], kind="stable"):  # z order: windows are reused
+                    gi, pi = matched[k]
+                    t, p = window.box(lo[k], hi[k])
+                    dists[k] = hausdorff_distance_nm(t == gt_ids[gi], p == pi + 1, self.vs, self.cap)
                     bar.update(1)
         tp = int(matched.shape[0])
         return Counts(INSTANCE, tp, n_p - tp, n_g - tp, float(dists.sum()),
                       float(normalized_hausdorff(dists, self.vs).sum()), int(dists.size), status)
 
-    def _pair_distance(self, store, final, gval, pid, glo, ghi, plo, phi) -> float:
-        lo = np.minimum(glo, plo)
-        hi = np.maximum(ghi, phi)
-        sl = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
-        t = np.asarray(self.truth[sl])
-        if self.mask is not None:
-            t = np.where(np.asarray(self.mask[sl]) > 0, t, 0)
-        p = final[np.asarray(store[sl]).astype(np.int64)]
-        return hausdorff_distance_nm(t == gval, p == pid, self.vs, self.cap)
+
+class _Window:
+    """Whole (y, x) planes of truth (masked) and final prediction labels for a z range, read
+    once and reused for every box inside it (boxes come in increasing z)."""
+
+    def __init__(self, scorer: "_InstanceScorer", store: "_LabelStore", final: np.ndarray):
+        self.s, self.store, self.final = scorer, store, final
+        self.depth = max(1, scorer.config.max_voxels_in_memory
+                         // max(1, scorer.shape[1] * scorer.shape[2]))
+        self.z0 = self.z1 = 0
+        self.t = self.p = None
+
+    def box(self, lo, hi) -> Tuple[np.ndarray, np.ndarray]:
+        z0, z1 = int(lo[0]), int(hi[0])
+        if self.t is None or z0 < self.z0 or z1 > self.z1:
+            self.t = self.p = None  # release before reading the next window
+            self.z0, self.z1 = z0, min(self.s.shape[0], max(z1, z0 + self.depth))
+            self.t = _masked(self.s.truth, self.s.mask, self.z0, self.z1)
+            self.p = self.final[self.store.read((slice(self.z0, self.z1),))]
+        sl = (slice(z0 - self.z0, z1 - self.z0), slice(int(lo[1]), int(hi[1])),
+              slice(int(lo[2]), int(hi[2])))
+        return self.t[sl], self.p[sl]
 
 
 def _plane_unions(la: np.ndarray, va: np.ndarray, lb: np.ndarray, vb: np.ndarray) -> np.ndarray:
