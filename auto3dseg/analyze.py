@@ -33,6 +33,7 @@ __all__ = [
     "AnalysisError",
     "ENGINES",
     "analyze",
+    "analysis_is_current",
     "analyze_cases",
     "summarize_cases",
     "class_summary",
@@ -273,7 +274,24 @@ def analyze(
     return paths
 
 
+def analysis_is_current(datalist, work_dir) -> bool:
+    """True when ``work_dir`` holds an analysis of exactly the datalist's cases, newer than every input file."""
+    dl = datalist if isinstance(datalist, RunDatalist) else load_run_datalist(datalist)
+    files = [os.path.join(work_dir, n) for n in (DATASTATS, DATASTATS_BY_CASE, DATASTATS_BY_CLASS)]
+    if not all(os.path.isfile(f) for f in files):
+        return False
+    newest_input = max(os.path.getmtime(p) for c in dl.cases for p in (c.image, c.label))
+    if min(os.path.getmtime(f) for f in files) < max(newest_input, os.path.getmtime(dl.path)):
+        return False
+    try:
+        done = {os.path.normpath(c["image_filepath"]) for c in load_by_case(work_dir)}
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        return False
+    return done == {os.path.normpath(c.image) for c in dl.cases}
+
+
 def load_by_case(work_dir) -> list:
     """``stats_by_cases`` of ``work_dir/datastats_by_case.yaml``."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     with open(os.path.join(work_dir, DATASTATS_BY_CASE)) as fh:
-        return yaml.safe_load(fh)["stats_by_cases"]
+        return yaml.load(fh, Loader=loader)["stats_by_cases"]

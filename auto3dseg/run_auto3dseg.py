@@ -176,15 +176,19 @@ def mode_evaluate(opts: Options) -> dict:
 
 
 def mode_full(opts: Options) -> dict:
-    """analyze -> generate (keeps trained bundles) -> train (resumes) -> ensemble on the testing list."""
+    """analyze (kept when current) -> generate (keeps trained bundles) -> train (resumes) -> ensemble."""
+    from auto3dseg.analyze import analysis_is_current
     from auto3dseg.bundles import resolve_templates
-
-    resolve_templates(opts.templates)  # fail before hours of work when templates are unreachable
-    out = {"analyze": mode_analyze(opts)}
-    out["generate"] = mode_generate(opts, keep_trained=True)
-    out["train"] = mode_train(opts)
     from auto3dseg.rundata import load_run_datalist
 
+    resolve_templates(opts.templates)  # fail before hours of work when templates are unreachable
+    if analysis_is_current(opts.datalist, opts.work_dir) and not opts.force:
+        print(f"Analysis in {opts.work_dir} is current (same cases, newer than the data): kept")
+        out = {"analyze": None}
+    else:
+        out = {"analyze": mode_analyze(opts)}
+    out["generate"] = mode_generate(opts, keep_trained=True)
+    out["train"] = mode_train(opts)
     out["ensemble"] = mode_ensemble(opts) if load_run_datalist(opts.datalist).testing else []
     return out
 

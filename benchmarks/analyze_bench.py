@@ -1,7 +1,7 @@
 """Benchmark: our streamed analyze vs plain MONAI DataAnalyzer on the same synthetic uint8 EM case(s).
 
 Each side runs in its own subprocess (``--side ours|monai``) that reports its wall time and its own peak RSS
-(``resource.getrusage`` of itself and its children), so they do not pollute each other. Both sides import
+(``VmHWM`` of itself, and ``getrusage`` of its children, if any), so they do not pollute each other. Both sides import
 MONAI before their timer starts (ours needs it only for the dataset summary); ``process_seconds`` includes
 interpreter start and imports. The per-case numbers
 of the two sides are compared (float32 tolerance); the last line printed is one JSON object with
@@ -59,9 +59,10 @@ def side(which: str, datalist: str, out: str) -> None:
     start = time.perf_counter()
     analyze(datalist, out, workers=1, engine=which, report=False, progress=False)
     seconds = time.perf_counter() - start
-    peak = max(
-        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    )
+    # VmHWM: this process's own peak (ru_maxrss of an exec'ed child also carries the forking parent's RSS)
+    with open("/proc/self/status") as fh:
+        hwm_kb = next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:"))
+    peak = max(hwm_kb, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
     print(json.dumps({"seconds": seconds, "peak_rss_mb": peak / 1024.0}))
 
 

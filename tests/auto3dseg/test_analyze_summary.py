@@ -78,3 +78,15 @@ def test_parallel_workers_give_the_same_cases(analysed, tmp_path):
     a = yaml.safe_load(open(paths["datastats_by_case"]))["stats_by_cases"]
     b = yaml.safe_load(open(serial["datastats_by_case"]))["stats_by_cases"]
     assert a == b
+
+
+def test_analysis_is_current_until_a_case_changes(analysed):
+    from auto3dseg.analyze import analysis_is_current
+    from auto3dseg.rundata import load_run_datalist
+
+    datalist, work, paths = analysed
+    assert analysis_is_current(datalist, work)
+    label = load_run_datalist(datalist).cases[1].label
+    later = os.path.getmtime(paths["datastats"]) + 10
+    os.utime(label, (later, later))
+    assert not analysis_is_current(datalist, work)
