@@ -1,5 +1,6 @@
-"""End to end on the embedded sample: convert -> tiny-template training -> predict (+ submission.zarr on
-the crops' own grids) -> evaluate against the sample's ground truth through datasplit.csv."""
+"""On the embedded sample: a CellMap crop -> converter NIfTI -> export lands on the crop's own world grid;
+and end to end: convert -> tiny-template training -> predict (+ submission.zarr on the crops' own grids)
+-> evaluate against the sample's ground truth through datasplit.csv."""
 
 import csv
 import json
@@ -7,24 +8,48 @@ import math
 import os
 import zipfile
 
+import numpy as np
 import pytest
 import yaml
 
+from auto3dseg.conversion import convert_datasplit
 from auto3dseg.run_auto3dseg import run
 from cellmap.submission import read_hierarchy, read_truth
 
-pytestmark = pytest.mark.slow
 
-
-def test_sample_predict_export_evaluate(tmp_path):
-    from conftest import TINY_TEMPLATES
-
-    from auto3dseg.conversion import convert_datasplit
+@pytest.fixture(scope="module")
+def sample_split(tmp_path_factory):
     from cellmap.sample import build_sample
 
-    data = tmp_path / "data"
+    data = tmp_path_factory.mktemp("sample") / "data"
     build_sample(str(data), quiet=True)
-    split = str(data / "datasplit.csv")
+    return str(data / "datasplit.csv")
+
+
+def test_converter_round_trip_lands_on_crop_grid(sample_split, tmp_path):
+    """crop1 (2.62 x 2 x 2 nm, translation with the 0.5 fraction) converted at its own voxel size,
+    its label NIfTI exported back: same world grid, and ecs (no overlapping class) voxel for voxel."""
+    from auto3dseg.export import export_predictions
+
+    truth = read_truth(sample_split)["crop1"]
+    grid = truth["ecs"].grid
+    nifti = tmp_path / "nifti"
+    convert_datasplit(sample_split, str(nifti), target_spacing=grid.voxel_size_nm, crops=[1, 5],
+                      progress=False)
+    dl = json.loads((nifti / "datalist.json").read_text())
+    export_predictions(nifti / "labels", nifti / "conversion_report.json", dl["class_names"],
+                       tmp_path / "back.zarr", make_zip=False)
+    back = read_hierarchy(tmp_path / "back.zarr")["crop1"]
+    assert back["ecs"].grid == grid
+    np.testing.assert_array_equal(np.asarray(back["ecs"].array[:]) > 0,
+                                  np.asarray(truth["ecs"].array[:]) > 0)
+
+
+@pytest.mark.slow
+def test_sample_predict_export_evaluate(sample_split, tmp_path):
+    from conftest import TINY_TEMPLATES
+
+    split = sample_split
     nifti = tmp_path / "nifti"
     convert_datasplit(split, str(nifti), target_spacing=(16.0, 16.0, 16.0), crops=[1, 5], progress=False)
     datalist = str(nifti / "datalist.json")
