@@ -278,24 +278,73 @@ def test_ci_template_generation_trains_with_our_loss_and_targets(synthetic_datal
 
 
 _TEMPLATES = os.environ.get("AUTO3DSEG_TEMPLATES", "")
-
-
-@pytest.mark.skipif(
+needs_templates = pytest.mark.skipif(
     not os.path.isfile(os.path.join(_TEMPLATES, "segresnet", "scripts", "segmenter.py")),
     reason="needs MONAI's algorithm templates in a local folder: set AUTO3DSEG_TEMPLATES (hash 21ed8e5)",
 )
-def test_real_segresnet_template_consumes_our_keys(synthetic_datalist, tmp_path):
+
+
+@pytest.fixture(scope="module")
+def analyzed(synthetic_datalist, tmp_path_factory):
+    """A work_dir with datastats.yaml of the synthetic data, and the run config."""
+    from auto3dseg.run_auto3dseg import run
+
+    root = tmp_path_factory.mktemp("real_templates")
+    config = root / "auto3dseg.yaml"
+    config.write_text(yaml.safe_dump({"input": {"roi_size": [16, 16, 16]}}))
+    work = str(root / "work")
+    run(mode="analyze", datalist=synthetic_datalist, work_dir=work, config=str(config))
+    return work, str(config)
+
+
+def _real_item(synthetic_datalist, annotated):
+    raw = json.load(open(synthetic_datalist))
+    root = os.path.dirname(synthetic_datalist)
+    case = next(c for c in raw["training"] if c["annotated"] == annotated)
+    return {"image": os.path.join(root, case["image"]), "label": os.path.join(root, case["label"]), "annotated": annotated}
+
+
+@needs_templates
+def test_real_swinunetr_template_after_generation(analyzed, synthetic_datalist, monkeypatch):
+    """MONAI's SwinUNETR template generated on CPU (its GPU-memory probe answered with 24 GiB), edited by
+    after_generation, parsed as its train.py does (all config files) and run on a real NIfTI pair."""
+    import glob
+
+    from auto3dseg.run_auto3dseg import run
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (24 * 2**30, 24 * 2**30))
+    work, config = analyzed
+    run(mode="generate", datalist=synthetic_datalist, work_dir=work, config=config, algos="swinunetr",
+        templates=_TEMPLATES, num_fold=1, insist_swinunetr=True)
+    configs = os.path.join(work, "swinunetr_0", "configs")
+    first = _read_all(configs)
+    customize.after_generation(os.path.dirname(configs), "swinunetr", {}, json.load(open(synthetic_datalist)))
+    assert _read_all(configs) == first  # already applied by generate: a second application changes nothing
+    parser = ConfigParser()
+    parser.read_config(sorted(glob.glob(os.path.join(configs, "*.yaml"))))
+    assert isinstance(parser.get_parsed_content("loss"), MaskedDiceBCELoss)
+    assert parser.get_parsed_content("patch_size") == parser.get_parsed_content("roi_size")
+    item = _real_item(synthetic_datalist, 0b110)  # ecs not annotated
+    patches = parser.get_parsed_content("transforms_train")(dict(item))
+    roi = parser.get_parsed_content("roi_size")
+    for p in patches:
+        assert p["label"].dtype == torch.uint8 and tuple(p["label"].shape) == (3, *roi)
+        assert p["label"][0].eq(UNKNOWN).all()
+    val = parser.get_parsed_content("transforms_validate")(dict(item))["label"]
+    assert val.shape[0] == 4 and int(val[0].sum()) == 0
+
+
+@needs_templates
+def test_real_segresnet_template_consumes_our_keys(analyzed, synthetic_datalist):
     """Generate a real SegResNet bundle, then build its own data transforms and loss (segmenter.py) on CPU."""
     import importlib
     import sys
 
     from auto3dseg.run_auto3dseg import run
 
-    work = str(tmp_path / "work")
-    config = tmp_path / "auto3dseg.yaml"
-    config.write_text(yaml.safe_dump({"input": {"roi_size": [16, 16, 16]}}))
-    run(mode="analyze", datalist=synthetic_datalist, work_dir=work, config=str(config))
-    run(mode="generate", datalist=synthetic_datalist, work_dir=work, config=str(config), algos="segresnet",
+    work, config = analyzed
+    run(mode="generate", datalist=synthetic_datalist, work_dir=work, config=config, algos="segresnet",
         templates=_TEMPLATES, num_fold=1)
     bundle = os.path.join(work, "segresnet_0")
     before = set(sys.modules)
@@ -319,10 +368,7 @@ def test_real_segresnet_template_consumes_our_keys(synthetic_datalist, tmp_path)
     assert probe.config["class_index"] is None and probe.config["output_classes"] == 3
     loss = ConfigParser(probe.config["loss"]).get_parsed_content(instantiate=True)
     assert isinstance(loss, MaskedDiceBCELoss)
-    raw = json.load(open(synthetic_datalist))
-    root = os.path.dirname(synthetic_datalist)
-    case = next(c for c in raw["training"] if c["annotated"] == 0b001)  # only ecs annotated
-    item = {"image": os.path.join(root, case["image"]), "label": os.path.join(root, case["label"]), "annotated": 1}
+    item = _real_item(synthetic_datalist, 0b001)  # only ecs annotated
     builder = probe.get_data_transform_builder()
     train = builder(augment=True)
     train.set_random_state(0)
