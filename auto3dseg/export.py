@@ -27,7 +27,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -135,8 +135,9 @@ def _names(class_names: Sequence) -> List[str]:
 
 
 def class_masks(data: np.ndarray, class_names: Sequence, threshold: float = 0.5,
-                where: str = "prediction") -> Dict[str, np.ndarray]:
-    """{class name: bool (z, y, x)} from a (c, z, y, x) output (channel k = ``class_names[k]``)
+                where: str = "prediction") -> Iterator[Tuple[str, np.ndarray]]:
+    """Yield (class name, bool (z, y, x) mask), one class at a time (memory: one mask), from a
+    (c, z, y, x) output (channel k = ``class_names[k]``; floats ``> threshold``, integers ``> 0``)
     or a (z, y, x) label map (class k where the value is in ``class_names[k]["index"]``, default
     value k + 1). ``class_names``: MONAI's list of ``{"name", "index"}`` (or plain names)."""
     names = _names(class_names)
@@ -144,19 +145,18 @@ def class_masks(data: np.ndarray, class_names: Sequence, threshold: float = 0.5,
         if data.shape[0] != len(names):
             raise ExportError(f"{where}: {data.shape[0]} channels but {len(names)} classes "
                               f"({', '.join(names)}); pass the datalist the model was trained on")
-        if data.dtype.kind == "f":
-            return {n: data[k] > threshold for k, n in enumerate(names)}
-        return {n: data[k] > 0 for k, n in enumerate(names)}
+        cut = threshold if data.dtype.kind == "f" else 0
+        for k, n in enumerate(names):
+            yield n, data[k] > cut
+        return
     if data.dtype.kind == "f":
         if np.any(data != np.round(data)):
             raise ExportError(f"{where}: a single-channel float output is not a label map; "
                               "export sigmoid outputs with one channel per class")
         data = data.astype(np.int64)
-    out = {}
     for k, c in enumerate(class_names):
         index = c.get("index", [k + 1]) if isinstance(c, Mapping) else [k + 1]
-        out[names[k]] = np.isin(data, np.asarray(index, dtype=np.int64))
-    return out
+        yield names[k], np.isin(data, np.asarray(index, dtype=np.int64))
 
 
 def _vec(text: str) -> Tuple[float, ...]:
@@ -274,9 +274,8 @@ def export_case(nifti_path, target: CropTarget, class_names: Sequence, out_root,
     inst = instance_class_names(instance_classes)
     data, src = read_nifti(nifti_path)
     _check_overlap(src, target.grid, str(nifti_path))
-    masks = class_masks(data, class_names, threshold, where=str(nifti_path))
     written = []
-    for name, mask in masks.items():
+    for name, mask in class_masks(data, class_names, threshold, where=str(nifti_path)):
         if target.classes is not None and name not in target.classes:
             continue
         arr = label_components(mask)[0] if name in inst else mask
@@ -328,11 +327,10 @@ def nifti_to_hierarchy(folder, class_names: Sequence, out, ignore_value: Optiona
         key = case_key(f)
         crop = _crop_of_key(key, str(f))
         data, grid = read_nifti(f)
-        masks = class_masks(data, class_names, threshold, where=str(f))
         known = None
         if ignore_value is not None and data.ndim == 3:
             known = data != ignore_value
-        for name, mask in masks.items():
+        for name, mask in class_masks(data, class_names, threshold, where=str(f)):
             if annotated is not None and name not in annotated.get(key, ()):
                 continue
             if known is not None:

@@ -744,7 +744,12 @@ def aggregate(scores: Iterable[CropClassScore], notes: Sequence[str] = ()) -> Sc
     sem = [c.score for c in classes.values() if c.kind == SEMANTIC]
     i = float(np.mean(inst)) if inst else 0.0
     s_ = float(np.mean(sem)) if sem else 0.0
-    return Scores(scores, classes, i, s_, math.sqrt(i * s_), list(notes))
+    notes = list(notes)
+    for kind, vals in ((INSTANCE, inst), (SEMANTIC, sem)):
+        if classes and not vals:
+            notes.append(f"no {kind} class was scored: its mean counts as 0, so the overall "
+                         "score is 0 (the challenge's rule)")
+    return Scores(scores, classes, i, s_, math.sqrt(i * s_), notes)
 
 
 def instance_class_names(instance_classes=None) -> frozenset:

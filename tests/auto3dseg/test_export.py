@@ -130,11 +130,11 @@ def test_manifest_targets_limit_classes(tmp_path):
 def test_class_masks_and_errors(tmp_path):
     lab = np.array([[[0, 1, 2, 3, 255]]], np.uint8)
     groups = [{"name": "mito_mem", "index": [1]}, {"name": "mito", "index": [1, 2]}]
-    m = class_masks(lab, groups)
+    m = dict(class_masks(lab, groups))
     assert m["mito_mem"].tolist() == [[[False, True, False, False, False]]]
     assert m["mito"].tolist() == [[[False, True, True, False, False]]]  # a group holds its members
     with pytest.raises(ExportError, match="2 channels but 3 classes"):
-        class_masks(np.zeros((2, 1, 1, 1), np.uint8), CLASSES)
+        dict(class_masks(np.zeros((2, 1, 1, 1), np.uint8), CLASSES))
     far = Grid((8, 8, 8), (1e6, 1e6, 1e6), (2, 2, 2))
     f = save_nifti(tmp_path / "jrc_a_crop7.nii.gz", np.zeros((2, 2, 2), np.uint8), far)
     from auto3dseg.export import CropTarget
