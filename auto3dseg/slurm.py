@@ -414,15 +414,16 @@ def _log_detail(log: Path) -> tuple[str, str]:
 def job_states(records: list[JobRecord], status_dir: Path | None = None) -> dict[str, TaskState]:
     """State of every job (key "<id>") and array task (key "<id>_<index>") in `records`.
 
-    Asks `sacct`, then `scontrol` for jobs sacct does not know (no accounting, or too recent),
-    then the exit-code files the templates write (jobs the scheduler has forgotten). A job whose
-    log shows the memory limit is reported as OUT_OF_MEMORY whatever the scheduler said.
+    Asks `sacct`, then `scontrol` for jobs sacct does not know or still calls active (no
+    accounting, or the database lags behind the controller), then the exit-code files the
+    templates write (jobs the scheduler has forgotten). A job whose log shows the memory limit
+    is reported as OUT_OF_MEMORY (GPU_OUT_OF_MEMORY for CUDA) whatever the scheduler said.
     """
     ids = [r.job_id for r in records]
     found = _query_sacct(ids) if ids else {}
     for rec in records:
-        keys = _keys(rec)
-        if not all(k in found for k in keys):
+        # scontrol is fresher than the accounting database while the controller knows the job.
+        if any(k not in found or found[k][0] in ACTIVE for k in _keys(rec)):
             found.update(_query_scontrol(rec.job_id))
     states = {}
     for rec in records:

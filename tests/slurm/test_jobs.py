@@ -117,3 +117,27 @@ def test_gpu_memory_failure_is_told_apart_from_host_memory(local_slurm, tmp_path
     state = slurm.job_states([rec], status)["900003"]
     assert state.state == "GPU_OUT_OF_MEMORY" and "CUDA out of memory" in state.detail
     assert "lower the batch size" in slurm._explain("train", state, None, rec)
+
+
+def test_sacct_reports_every_array_task(local_slurm, tmp_path):
+    if not local_slurm.accounting:
+        pytest.skip("sacct needs slurmdbd: run with CELLMAP_SLURM_ACCOUNTING=1 (installs slurmdbd "
+                    "and mariadb-server, ~200 MB)")
+    import time
+
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    (markers / "fail_y").touch()
+    step = slurm.Step("train", str(HERE / "flaky_array.sbatch"), (str(markers),), TINY,
+                      items=("x", "y", "z"))
+    job = slurm.submit_steps([step], _profile(tmp_path), tmp_path / "work").job_ids["train"]
+    local_slurm.wait(job)
+    want = {f"{job}_0": "COMPLETED", f"{job}_1": "FAILED", f"{job}_2": "COMPLETED"}
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # the database lags the controller by a moment
+        found = {k: v[0] for k, v in slurm._query_sacct([job]).items()}
+        if found == want:
+            break
+        time.sleep(0.5)
+    assert found == want
+    assert slurm._query_sacct([job])[f"{job}_1"][1] == "3:0"
