@@ -38,6 +38,15 @@ def _available_bytes() -> int:
     return 0
 
 
+def _peak_rss_bytes() -> int:
+    """This process's peak RSS (VmHWM; unlike ru_maxrss it does not inherit the parent's across exec)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def _write_label(path: str, size: int) -> None:
     """A (size^3) uint8 label: slabs of every class value, some background and an ignore strip."""
     import nibabel as nib
@@ -75,7 +84,7 @@ def _worker(side: str, label_path: str, roi: list, templates: str | None) -> dic
     from monai.transforms import Compose, LoadImaged, RandSpatialCropd
 
     torch.set_num_threads(1)
-    rss_imports = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    rss_imports = _peak_rss_bytes()
     load = LoadImaged(keys="label", ensure_channel_first=True, image_only=True, dtype=None)  # uint8 as stored
     crop = RandSpatialCropd(keys="label", roi_size=roi, random_size=False)
     used = "ours"
@@ -101,7 +110,7 @@ def _worker(side: str, label_path: str, roi: list, templates: str | None) -> dic
         "side": side,
         "embedding": used,
         "seconds": seconds,
-        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "peak_rss_bytes": _peak_rss_bytes(),
         "rss_after_imports_bytes": rss_imports,
         "output_shape": list(out.shape),
         "output_dtype": str(out.dtype),
