@@ -206,8 +206,8 @@ def _resolved(step: Step, profile: Profile) -> tuple[Resources, dict]:
     if profile.max_time_min and res.time_min > profile.max_time_min:
         clamp["time_min"] = profile.max_time_min
     if clamp:
-        res = res.with_changes(f"clamped to the profile's maxima {clamp} (a step cut by --time "
-                               "resumes from its checkpoint when resubmitted)", **clamp)
+        res = res.with_changes(f"clamped to the profile's maxima {clamp} (a job cut by --time "
+                               "ends as TIMEOUT and is resubmitted by the next submit)", **clamp)
     if res.gpus and not profile.gpu_gres:
         res = res.with_changes(f"profile {profile.name} has no gpu_gres: runs on CPUs", gpus=0)
     return res, over
