@@ -342,6 +342,25 @@ def nifti_to_hierarchy(folder, class_names: Sequence, out, ignore_value: Optiona
     return str(out)
 
 
+def _user_errors(fn):
+    """Re-raise cellmap's user errors as :class:`ExportError` (an Auto3DSegError, which the
+    run_auto3dseg CLI prints as one message)."""
+    import functools
+
+    from cellmap.errors import CellMapError
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except CellMapError as err:
+            if isinstance(err, Auto3DSegError):
+                raise
+            raise ExportError(str(err)) from err
+
+    return wrapper
+
+
 def _read_datalist(datalist) -> dict:
     if datalist is None:
         raise ExportError("scoring or exporting NIfTI needs the datalist.json the model was trained "
@@ -367,6 +386,7 @@ def _is_hierarchy(path: Path) -> bool:
     return path.is_dir() and (path / ".zgroup").exists()
 
 
+@_user_errors
 def evaluate_paths(truth, prediction, out, datalist=None, classes=None, crops=None,
                    instance_classes=None, config=None) -> Dict[str, Path]:
     """Score ``prediction`` against ``truth`` and write ``out/scores.{csv,md,png}``.
@@ -410,6 +430,7 @@ def evaluate_paths(truth, prediction, out, datalist=None, classes=None, crops=No
     return write_report(scores, out, title=f"{Path(prediction).name} vs {name}")
 
 
+@_user_errors
 def export_for_run(pred_dir, datalist, grids=None, out=None, instance_classes=None):
     """The predict mode's export: when crop grids are known (``grids`` = a conversion report, test
     crop manifest or datasplit; default the ``conversion_report.json`` beside the datalist),

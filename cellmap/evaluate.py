@@ -924,7 +924,12 @@ def _bar_chart(scores: Scores, path: Path, title: str) -> Optional[Path]:
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels(names, rotation=45, ha="right")
     ax.set_ylim(0, 1)
-    ax.set_ylabel("score (IoU semantic / combined instance)")
+    ax.set_ylabel("score")
+    from matplotlib.patches import Patch
+
+    ax.legend(handles=[Patch(color="tab:blue", label="semantic: IoU"),
+                       Patch(color="tab:orange", label="instance: sqrt(F1 x norm. Hausdorff)")],
+              fontsize=8, loc="upper right")
     ax.set_title(f"{title}: overall {scores.overall_score:.3f}")
     fig.tight_layout()
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")

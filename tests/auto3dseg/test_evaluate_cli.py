@@ -52,6 +52,10 @@ def test_evaluate_mode_on_zarr(tmp_path):
 def test_evaluate_mode_needs_truth_and_prediction(tmp_path):
     with pytest.raises(Auto3DSegError, match="--truth"):
         run(mode="evaluate", prediction=str(tmp_path))
+    # cellmap's own errors reach the CLI as Auto3DSegError (one printed message, exit 1)
+    with pytest.raises(Auto3DSegError, match="missing.csv"):
+        run(mode="evaluate", truth=str(tmp_path / "missing.csv"), prediction=str(tmp_path),
+            out=str(tmp_path / "o"))
 
 
 def save(path, zyx, grid):
