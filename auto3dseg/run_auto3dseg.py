@@ -237,9 +237,7 @@ def run(
     """Run one mode.
 
     Args:
-        mode: analyze | generate | train | ensemble | predict | full (and modes other parts register).
-            submit: the SLURM chain; the options of full plus --profile NAME|YAML (configs/slurm/), --dry_run,
-            --resubmit_failed (default True), --convert="<converter options>", --loader_workers N.
+        mode: analyze | generate | train | ensemble | predict | full (and modes other parts register). submit (SLURM chain): the options of full plus --profile NAME|YAML, --dry_run, --resubmit_failed, --convert="<converter options>", --loader_workers N.
         datalist: the converter's datalist.json (default data/nifti/datalist.json).
         work_dir: Auto3DSeg work folder (default data/work_dir).
         algos: template names, e.g. ``segresnet,swinunetr`` (default both; SwinUNETR is skipped without a GPU).
