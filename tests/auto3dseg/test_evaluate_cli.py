@@ -53,8 +53,9 @@ def test_evaluate_mode_needs_truth_and_prediction(tmp_path):
     with pytest.raises(Auto3DSegError, match="--truth"):
         run(mode="evaluate", prediction=str(tmp_path))
     # cellmap's own errors reach the CLI as Auto3DSegError (one printed message, exit 1)
+    write_label(tmp_path / "p.zarr", 1, "ecs", np.zeros(GRID.shape, np.uint8), GRID)
     with pytest.raises(Auto3DSegError, match="missing.csv"):
-        run(mode="evaluate", truth=str(tmp_path / "missing.csv"), prediction=str(tmp_path),
+        run(mode="evaluate", truth=str(tmp_path / "missing.csv"), prediction=str(tmp_path / "p.zarr"),
             out=str(tmp_path / "o"))
 
 
