@@ -131,6 +131,8 @@ def mode_ensemble(opts: Options) -> list:
 
     outs = predict(opts.work_dir, opts.run_config(), inputs=None, output_dir=opts.output, force=opts.force)
     print(f"{len(outs)} prediction(s) in {os.path.dirname(outs[0]) if outs else '-'}")
+    if outs:
+        _export_submission(opts, os.path.dirname(outs[0]))
     return outs
 
 

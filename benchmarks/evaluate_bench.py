@@ -54,9 +54,16 @@ def make_data(root: str, size: int, spacing: int = 20, seed: int = 0) -> None:
     write_label(os.path.join(root, "p.zarr"), 1, "mito", pred, grid)
 
 
-def child(root: str, budget: int, whole: bool) -> None:
-    import resource
+def peak_rss_mb() -> float:
+    """This process's peak RSS (VmHWM; ru_maxrss would carry the parent's peak across exec)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
+
+def child(root: str, budget: int, whole: bool) -> None:
     import numpy as np
 
     from cellmap.evaluate import ScoringConfig, score_crop_class
@@ -72,7 +79,7 @@ def child(root: str, budget: int, whole: bool) -> None:
     c = score_crop_class(ta, pa, t.grid.voxel_size_nm, "instance",
                          config=ScoringConfig(max_voxels_in_memory=budget, progress=False, workdir=root))
     dt = time.perf_counter() - t0
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    rss_mb = peak_rss_mb()
     print(json.dumps({"seconds": dt, "rss_mb": rss_mb, "tp": c.tp, "fp": c.fp, "fn": c.fn,
                       "hd": c.hausdorff_sum_nm, "score": c.score}))
 
