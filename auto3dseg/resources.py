@@ -58,10 +58,15 @@ class TrainMemoryModel:
     """Inputs of the host-RAM model of one training task (one bundle, `ranks` DDP processes).
 
     Each rank's main process (validation on full cases) and each of its `workers` DataLoader
-    workers can hold one full case at a time, expanded on the train-time label path:
-    bytes/voxel = image_bytes_per_voxel + label_bytes_per_voxel * (n_classes + 1)
-    (the loaded label plus one channel per class; float32 labels: 4 B; the prior attempt's
-    int64 lambda: 8 B). Worst case: the ranks * (workers + 1) largest cases at once.
+    workers can hold one full case at a time. Bytes per voxel of a full case:
+    - validation (main process): image + label x (n_classes + 1), the loaded label plus one
+      channel per class;
+    - loader workers: the same when `expand_before_crop` (MONAI's stock templates expand the
+      label of the whole case, then crop), else image + label (this package's
+      PartialLabelToChannelsd expands only the cropped patch).
+    `label_bytes_per_voxel` is the dtype of the label path: 1 for our uint8 channels, 4 for the
+    templates' float32, 8 for the int64 mask sum of the prior attempt. Worst case: the
+    ranks x (workers + 1) largest cases at once, the `ranks` largest in validation.
     Plus `base_mb_per_rank` (torch, CUDA context, model, optimizer), a cached fraction of the
     dataset per rank (`cache_rate`, MONAI CacheDataset duplicates it in every rank), and `margin`.
     """
@@ -70,18 +75,31 @@ class TrainMemoryModel:
     workers: int = 4
     ranks: int = 1
     image_bytes_per_voxel: float = 4.0
-    label_bytes_per_voxel: float = 4.0
+    label_bytes_per_voxel: float = 1.0
+    expand_before_crop: bool = False
     base_mb_per_rank: int = 6144
     cache_rate: float = 0.0
     margin: float = 0.15
 
     @property
-    def bytes_per_voxel(self) -> float:
+    def validation_bytes_per_voxel(self) -> float:
         return self.image_bytes_per_voxel + self.label_bytes_per_voxel * (self.n_classes + 1)
+
+    @property
+    def worker_bytes_per_voxel(self) -> float:
+        if self.expand_before_crop:
+            return self.validation_bytes_per_voxel
+        return self.image_bytes_per_voxel + self.label_bytes_per_voxel
 
     @property
     def cases_in_flight(self) -> int:
         return self.ranks * (self.workers + 1)
+
+    def in_flight_bytes(self, voxels: list[int]) -> float:
+        """Worst-case bytes of the full cases held at once (see the class docstring)."""
+        held = _largest(voxels, self.cases_in_flight)
+        main, workers = held[:self.ranks], held[self.ranks:]
+        return sum(main) * self.validation_bytes_per_voxel + sum(workers) * self.worker_bytes_per_voxel
 
 
 def _round_up(value: float, step: int) -> int:
@@ -152,22 +170,27 @@ def plan_train(voxels: list[int], model: TrainMemoryModel, num_epochs: int = 300
     current GPU: calibrate it from the first epoch of your own log.
     """
     held = _largest(voxels, model.cases_in_flight)
-    in_flight_mb = sum(held) * model.bytes_per_voxel / MB
+    in_flight_mb = model.in_flight_bytes(voxels) / MB
     cache_mb = model.cache_rate * sum(voxels) * (model.image_bytes_per_voxel + 1) / MB * model.ranks
     base_mb = model.base_mb_per_rank * model.ranks
     mem_mb = _round_up((in_flight_mb + cache_mb + base_mb) * (1 + model.margin), 1024)
     steps = math.ceil(len(voxels) * patches_per_case / model.ranks)
     minutes = (num_epochs * steps * seconds_per_patch * 1.2 / 60 + startup_min) * 1.25
     time_min = _round_up(minutes, 10)
+    label = (f"{model.label_bytes_per_voxel:g} x ({model.n_classes} classes + 1)")
     why = (f"train (one bundle): {model.ranks} rank(s) x ({model.workers} loader workers + 1) = "
            f"{model.cases_in_flight} full cases in flight, the largest of {len(voxels)} cases "
-           f"(repeated when fewer) = {sum(held):,} voxels x {model.bytes_per_voxel:g} B/voxel "
-           f"(image {model.image_bytes_per_voxel:g} + label {model.label_bytes_per_voxel:g} x "
-           f"({model.n_classes} classes + 1)) = {in_flight_mb / 1024:.2f} GiB; cache "
-           f"{cache_mb / 1024:.2f} GiB; base {model.base_mb_per_rank} MiB x {model.ranks} rank(s); "
-           f"+{model.margin:.0%} -> --mem={mem_mb}M. Time {num_epochs} epochs x {steps} steps x "
-           f"{seconds_per_patch:g} s x 1.2 + {startup_min:g} min, x 1.25 -> {_time_text(time_min)} "
-           "(calibrate seconds_per_patch from one epoch of your log)")
+           f"(repeated when fewer): {sum(held[:model.ranks]):,} voxels in validation x "
+           f"{model.validation_bytes_per_voxel:g} B/voxel (image {model.image_bytes_per_voxel:g} "
+           f"+ label {label}) and {sum(held[model.ranks:]):,} voxels in loader workers x "
+           f"{model.worker_bytes_per_voxel:g} B/voxel ("
+           + ("label expanded before cropping" if model.expand_before_crop else
+              "label expanded after cropping") +
+           f") = {in_flight_mb / 1024:.2f} GiB; cache {cache_mb / 1024:.2f} GiB; base "
+           f"{model.base_mb_per_rank} MiB x {model.ranks} rank(s); +{model.margin:.0%} -> "
+           f"--mem={mem_mb}M. Time {num_epochs} epochs x {steps} steps x {seconds_per_patch:g} s x "
+           f"1.2 + {startup_min:g} min, x 1.25 -> {_time_text(time_min)} (calibrate "
+           "seconds_per_patch from one epoch of your log)")
     return Resources(cpus=model.ranks * (model.workers + 1), mem_mb=mem_mb, time_min=time_min,
                      gpus=model.ranks, explanation=why)
 

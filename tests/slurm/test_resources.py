@@ -45,19 +45,27 @@ def test_case_voxels_reads_headers_only(tmp_path):
 
 
 def test_train_memory_and_time_by_hand():
-    # 2 ranks x (2 workers + 1) = 6 cases in flight: 800^3, 500^3, 300^3, 200^3, 800^3, 500^3
-    # = 1,309,000,000 voxels x (4 + 4 x 15) = 64 B = 83,776,000,000 B = 79,895.02 MiB;
-    # + 2 x 6144 MiB = 92,183.02; x 1.15 = 106,010.5 -> next GiB multiple 106,496 MiB.
+    # 2 ranks x (2 workers + 1) = 6 cases in flight: 800^3, 500^3, 300^3, 200^3, 800^3, 500^3.
+    # Our label path (uint8, expanded after cropping): the 2 largest in validation at
+    # 4 + 1 x 15 = 19 B/voxel: 637,000,000 x 19 = 12,103,000,000 B; the other 4 in loader workers at
+    # 4 + 1 = 5 B/voxel: 672,000,000 x 5 = 3,360,000,000 B; sum 15,463,000,000 B = 14,746.9 MiB;
+    # + 2 x 6144 MiB = 27,034.9; x 1.15 = 31,090.1 -> next GiB multiple 31,744 MiB.
     # Time: ceil(4 cases x 2 patches / 2 ranks) = 4 steps; (100 x 4 x 0.5 s x 1.2 / 60 + 10) x 1.25
     # = 17.5 min -> 20 min (multiple of 10). CPUs 2 x 3 = 6, GPUs 2.
     model = TrainMemoryModel(n_classes=14, workers=2, ranks=2)
     res = plan_train(BIG, model, num_epochs=100, patches_per_case=2, seconds_per_patch=0.5)
-    assert (res.mem_mb, res.time_min, res.cpus, res.gpus) == (106_496, 20, 6, 2)
-    assert "64 B/voxel" in res.explanation and "--mem=106496M" in res.explanation
-    # The prior attempt's int64 label path (8 B per class voxel): 4 + 8 x 15 = 124 B/voxel;
-    # 1.309e9 x 124 = 162,316,000,000 B = 154,796.6 MiB + 12,288 = 167,084.6 x 1.15 = 192,147.3
-    # -> 188 GiB = 192,512 MiB.
-    int64 = TrainMemoryModel(n_classes=14, workers=2, ranks=2, label_bytes_per_voxel=8)
+    assert (res.mem_mb, res.time_min, res.cpus, res.gpus) == (31_744, 20, 6, 2)
+    assert "x 19 B/voxel" in res.explanation and "--mem=31744M" in res.explanation
+    # MONAI's stock templates (float32 label expanded on the whole case before cropping):
+    # all 6 cases at 4 + 4 x 15 = 64 B/voxel: 1,309,000,000 x 64 = 83,776,000,000 B = 79,895.0 MiB
+    # + 12,288 = 92,183.0 x 1.15 = 106,010.5 -> 106,496 MiB.
+    stock = TrainMemoryModel(n_classes=14, workers=2, ranks=2, label_bytes_per_voxel=4,
+                             expand_before_crop=True)
+    assert plan_train(BIG, stock, num_epochs=100).mem_mb == 106_496
+    # The prior attempt's int64 label lambda: 4 + 8 x 15 = 124 B/voxel; 1.309e9 x 124 =
+    # 162,316,000,000 B = 154,796.6 MiB + 12,288 = 167,084.6 x 1.15 = 192,147.3 -> 192,512 MiB.
+    int64 = TrainMemoryModel(n_classes=14, workers=2, ranks=2, label_bytes_per_voxel=8,
+                             expand_before_crop=True)
     assert plan_train(BIG, int64, num_epochs=100).mem_mb == 192_512
 
 
@@ -89,7 +97,8 @@ def test_gpu_hint_reproduces_its_reference_point():
 def test_planner_numbers_reach_the_sbatch_line(tmp_path):
     profile = tmp_path / "p.yaml"
     profile.write_text("partition: gpu\naccount: lab\ngpu_gres: gpu:a100\nmax_mem_mb: 100000\n")
-    model = TrainMemoryModel(n_classes=14, workers=2, ranks=2)
+    model = TrainMemoryModel(n_classes=14, workers=2, ranks=2, label_bytes_per_voxel=4,
+                             expand_before_crop=True)
     res = plan_train(BIG, model, num_epochs=100, patches_per_case=2, seconds_per_patch=0.5)
     step = slurm.Step("train", "train_array.sbatch", ("--work_dir=/w",), res, items=("s_0", "s_1"))
     argv = slurm.sbatch_argv(step, slurm.load_profile(profile), Path("/w"), Path("/w/slurm/env.sh"),
