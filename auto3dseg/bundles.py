@@ -150,7 +150,9 @@ def write_work_datalist(dl: RunDatalist, work_dir: str, num_fold: int | None = N
 def build_input(dl: RunDatalist, config: dict, work_datalist: str, algo: str | None = None) -> dict:
     """Auto3DSeg input dict: datalist, dataroot, modality, class_names + ``config['input']`` + our hooks.
 
-    With ``algo``, ``auto3dseg.customize.input_overrides(algo, config, datalist)`` is merged last.
+    With ``algo``, ``auto3dseg.customize.input_overrides(algo, config, datalist)`` is merged last. Nested
+    overrides such as ``network#init_filters`` go only into the per-algo input (SegResNet sets them with
+    ``parser[k] = v``); the shared input.yaml leaves them out.
     """
     inp = {
         "name": dl.raw.get("name", "cellmap"),
@@ -162,7 +164,10 @@ def build_input(dl: RunDatalist, config: dict, work_datalist: str, algo: str | N
     }
     if inp["class_names"] is None:
         del inp["class_names"]
-    inp.update(copy.deepcopy(config.get("input") or {}))
+    extra = copy.deepcopy(config.get("input") or {})
+    if algo is None:  # the shared input.yaml (ensemble, MONAI tools) is read by ConfigParser: no `a#b` ids
+        extra = {k: v for k, v in extra.items() if "#" not in str(k)}
+    inp.update(extra)
     if algo is not None:
         from auto3dseg import customize
 
