@@ -828,6 +828,10 @@ def evaluate_hierarchies(truth, prediction, classes: Optional[Sequence[str]] = N
             if p is None:
                 counts = missing_counts(t.array, kind, config, m)
             else:
+                if t.grid.intersection(p.grid).is_empty:
+                    notes.append(f"{desc}: the prediction ({p.grid.describe()}) does not overlap "
+                                 f"the truth ({t.grid.describe()}); scored as empty. Check its "
+                                 "voxel_size/translation (nm, z/y/x)")
                 counts = score_crop_class(t.array, OnGrid(p.array, p.grid, t.grid),
                                           t.grid.voxel_size_nm, kind, mask=m, config=config,
                                           desc=desc)

@@ -245,3 +245,13 @@ def test_datasplit_truth_scored_against_its_own_copy(sample_dir, tmp_path):
     c = s.crops[0].counts
     n = len(ids)
     assert (c.tp, c.fp, c.fn) == (n - 1, 0, 1) and c.f1 == pytest.approx(2 * (n - 1) / (2 * n - 1))
+
+
+def test_prediction_off_the_crop_is_reported(tmp_path):
+    truth, pred = _write_pair(tmp_path)
+    far = Grid((8.0, 8.0, 8.0), (1e6, 1e6, 1e6), (3, 3, 3))
+    write_label(pred, 2, "ecs", np.ones(far.shape, np.uint8), far)  # e.g. translation in voxels
+    s = evaluate_hierarchies(truth, pred, config=CFG)
+    rows = {(r.crop, r.class_name): r.counts for r in s.crops}
+    assert (rows["crop2", "ecs"].tp, rows["crop2", "ecs"].fn) == (0, 27)
+    assert any("crop2/ecs" in n and "does not overlap" in n for n in s.notes)
