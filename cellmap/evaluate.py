@@ -513,7 +513,7 @@ def _compact(t: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """(values, compact labels) of a truth slab: label k (1..) stands for values[k - 1], 0 for
     background. Small IDs are their own labels (no sort); large ones are ranked."""
     tmax = int(t.max()) if t.size else 0
-    if t.dtype.kind in "iu" and (t.size == 0 or int(t.min()) >= 0) and tmax <= max(1 << 20, t.size):
+    if t.dtype.kind in "iu" and (t.size == 0 or int(t.min()) >= 0) and tmax <= 1 << 16:
         same = t if t.dtype != np.uint64 else t.astype(np.intp)
         return np.arange(1, tmax + 1, dtype=np.int64), same
     u, inv = np.unique(t, return_inverse=True)

@@ -287,3 +287,15 @@ def test_matching_equals_brute_force_optimum(dense, monkeypatch):
         got = [tuple(x) for x in match_instances(gi, pi, iou).tolist()]
         assert len({a for a, _ in got}) == len(got) == len({b for _, b in got})
         assert cost(got) == best
+
+
+@pytest.mark.parametrize("budget", BUDGETS)
+def test_large_and_sparse_truth_ids(budget):
+    # IDs above 2**16 take the ranked path, 255 is an ordinary object (not "unknown")
+    t = box(dtype=np.uint32, v4000000000=((1, 4), (1, 4), (1, 4)), v255=((6, 9), (6, 9), (6, 9)),
+            v70000=((1, 4), (9, 12), (9, 12)))
+    p = (t > 0).astype(np.uint8)
+    p[6:9, 6:9, 6:9] = 0  # miss object 255
+    i = inst(t, p, budget=budget)
+    assert (i.tp, i.fp, i.fn) == (2, 0, 1)
+    assert i.hausdorff_sum_nm == pytest.approx(CAP)
