@@ -26,6 +26,11 @@ MB = 1024 * 1024
 ANALYZE_BYTES_PER_VOXEL = 50.0
 # DataAnalyzer wall time per voxel and worker: 32 s for one 512^3 case (same measurement).
 ANALYZE_SECONDS_PER_VOXEL = 32.0 / 512**3
+# Our streamed analyze (auto3dseg.analyze, engine "ours"): peak RSS measured 0.43 GB per process
+# for two cases of 128^3, 256^3 and 384^3 alike (16 Mi-voxel slabs), ~6e-8 s/voxel on a busy
+# 2-core machine; the plan rounds both up.
+OURS_ANALYZE_MB_PER_WORKER = 1024
+OURS_ANALYZE_SECONDS_PER_VOXEL = 1e-7
 # GPU memory per ROI voxel and batch item, from the prior attempt's figures
 # (reference/prior-attempt-lessons.md section 3.14): SegResNet ~43 GB at 224x224x144 batch 1;
 # SwinUNETR fits batch 1-2 at 96^3 on a 46 GB L40S (~20 GB per batch item).
@@ -142,21 +147,34 @@ def _time_text(minutes: float) -> str:
     return f"{minutes:.0f} min" if minutes < 120 else f"{minutes / 60:.1f} h"
 
 
-def plan_analyze(voxels: list[int], workers: int = 4, bytes_per_voxel: float = ANALYZE_BYTES_PER_VOXEL,
-                 seconds_per_voxel: float = ANALYZE_SECONDS_PER_VOXEL, base_mb: int = 2048,
-                 margin: float = 0.15) -> Resources:
-    """Analyze (CPU): each of `workers` processes holds one case; time scales with total voxels."""
+def plan_analyze(voxels: list[int], workers: int = 4, engine: str = "monai",
+                 bytes_per_voxel: float = ANALYZE_BYTES_PER_VOXEL, seconds_per_voxel: float | None = None,
+                 base_mb: int = 2048, margin: float = 0.15) -> Resources:
+    """Analyze (CPU): `workers` processes, one case each; time scales with the total voxels.
+
+    engine "monai" (plain DataAnalyzer): each worker holds its whole case at `bytes_per_voxel`.
+    engine "ours" (streamed by slabs): a worker's memory does not grow with the case
+    (OURS_ANALYZE_MB_PER_WORKER each).
+    """
     workers = max(1, int(workers))
-    held = _largest(voxels, workers)
-    mem = (sum(held) * bytes_per_voxel / MB + base_mb) * (1 + margin)
-    mem_mb = _round_up(mem, 1024)
-    minutes = sum(voxels) * seconds_per_voxel / workers / 60 * 1.5 + 5
+    minutes_rate = seconds_per_voxel or (OURS_ANALYZE_SECONDS_PER_VOXEL if engine == "ours"
+                                         else ANALYZE_SECONDS_PER_VOXEL)
+    if engine == "ours":
+        held_mb = workers * OURS_ANALYZE_MB_PER_WORKER
+        memory = (f"{workers} workers x {OURS_ANALYZE_MB_PER_WORKER} MiB (streamed by slabs: "
+                  "independent of case size)")
+    else:
+        held = _largest(voxels, workers)
+        held_mb = sum(held) * bytes_per_voxel / MB
+        memory = (f"{workers} workers x one case each x {bytes_per_voxel:g} B/voxel "
+                  f"= {held_mb / 1024:.2f} GiB")
+    mem_mb = _round_up((held_mb + base_mb) * (1 + margin), 1024)
+    minutes = sum(voxels) * minutes_rate / workers / 60 * 1.5 + 5
     time_min = max(10, _round_up(minutes, 5))
-    why = (f"analyze: {len(voxels)} cases, largest {max(voxels, default=0):,} voxels; "
-           f"{workers} workers x one case each x {bytes_per_voxel:g} B/voxel "
-           f"= {sum(held) * bytes_per_voxel / 2**30:.2f} GiB + {base_mb} MiB base, +{margin:.0%} "
-           f"-> --mem={mem_mb}M; time {sum(voxels):,} voxels x {seconds_per_voxel:.3g} s/voxel "
-           f"/ {workers} workers x 1.5 + 5 min -> {_time_text(time_min)}")
+    why = (f"analyze ({engine}): {len(voxels)} cases, largest {max(voxels, default=0):,} voxels; "
+           f"{memory} + {base_mb} MiB base, +{margin:.0%} -> --mem={mem_mb}M; time "
+           f"{sum(voxels):,} voxels x {minutes_rate:.3g} s/voxel / {workers} workers x 1.5 + 5 min "
+           f"-> {_time_text(time_min)}")
     return Resources(cpus=workers + 1, mem_mb=mem_mb, time_min=time_min, explanation=why)
 
 
@@ -254,7 +272,7 @@ class Plan:
 
 
 def plan_all(datalist: str | Path | None, n_bundles: int, model: TrainMemoryModel | None = None,
-             num_epochs: int = 300, analyze_workers: int = 4, algos=(),
+             num_epochs: int = 300, analyze_workers: int = 4, analyze_engine: str = "ours", algos=(),
              roi: tuple[int, int, int] = (128, 128, 128), gpu_memory_gb: float | None = None) -> Plan:
     """Plan every step of the staged chain from the datalist (defaults when it does not exist yet)."""
     notes = []
@@ -272,7 +290,7 @@ def plan_all(datalist: str | Path | None, n_bundles: int, model: TrainMemoryMode
         model = TrainMemoryModel(**{**model.__dict__, "n_classes": n_classes})
     steps = {
         "convert": plan_convert(),
-        "analyze": plan_analyze(voxels, workers=analyze_workers),
+        "analyze": plan_analyze(voxels, workers=analyze_workers, engine=analyze_engine),
         "generate": plan_generate(),
         "train": plan_train(voxels, model, num_epochs=num_epochs),
         "ensemble": plan_ensemble(test_voxels, n_classes, n_bundles),

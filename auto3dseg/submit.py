@@ -80,7 +80,8 @@ def auto3dseg_steps(args: list[str], bundles: list[str], plan, convert_args: lis
 def submit_pipeline(args: list[str], bundles: list[str], profile="local", work_dir="data/work_dir",
                     datalist=None, convert_args=None, dry_run: bool = False,
                     resubmit_failed: bool = True, num_epochs: int = 300, loader_workers: int = 4,
-                    ranks: int = 1, n_classes: int = 1, analyze_workers: int = 1, algos=(),
+                    ranks: int = 1, n_classes: int = 1, analyze_workers: int = 1,
+                    analyze_engine: str = "ours", algos=(),
                     ensemble: bool = True,
                     out=print) -> SubmitResult:
     """Plan resources from the datalist, then submit (or print) the chain.
@@ -90,7 +91,7 @@ def submit_pipeline(args: list[str], bundles: list[str], profile="local", work_d
     """
     model = TrainMemoryModel(n_classes=n_classes, workers=loader_workers, ranks=ranks)
     plan = plan_all(datalist, n_bundles=len(bundles), model=model, num_epochs=num_epochs,
-                    analyze_workers=analyze_workers, algos=algos)
+                    analyze_workers=analyze_workers, analyze_engine=analyze_engine, algos=algos)
     steps = auto3dseg_steps(args, bundles, plan, convert_args, ensemble)
     result = submit_steps(steps, profile, work_dir, dry_run=dry_run, resubmit_failed=resubmit_failed)
     for line in result.status:
@@ -148,4 +149,5 @@ def submit_from_options(opts) -> SubmitResult:
         resubmit_failed=bool(extra.get("resubmit_failed", True)),
         num_epochs=int(opts.num_epochs or 300), loader_workers=int(extra.get("loader_workers", 4)),
         ranks=max(1, train_gpus), n_classes=n_classes, analyze_workers=opts.workers,
+        analyze_engine=opts.engine or opts.run_config().get("analyze", {}).get("engine", "ours"),
         algos=opts.algos, ensemble=has_testing)

@@ -77,6 +77,11 @@ def test_analyze_by_hand():
     assert (res.mem_mb, res.time_min, res.cpus) == (37_888, 10, 3)
     # 10 cases of 800^3 = 5.12e9 voxels x 32/512^3 = 1220.7 s / 2 / 60 = 10.17 x 1.5 + 5 = 20.3 -> 25.
     assert plan_analyze([800**3] * 10, workers=2).time_min == 25
+    # Our streamed engine: 2 workers x 1024 MiB + 2048 = 4096 x 1.15 = 4710.4 -> 5120 MiB for any
+    # case size; 10 x 800^3 = 5.12e9 voxels x 1e-7 s = 512 s / 2 / 60 = 4.27 x 1.5 + 5 = 11.4 -> 15.
+    ours = plan_analyze([800**3] * 10, workers=2, engine="ours")
+    assert (ours.mem_mb, ours.time_min) == (5120, 15)
+    assert plan_analyze([100**3], workers=2, engine="ours").mem_mb == 5120
 
 
 def test_ensemble_by_hand():
