@@ -88,7 +88,7 @@ def convert_datasplit(datasplit="datasplit.csv", output_dir="data/nifti", target
                       folds: Optional[int] = None, fold_by: str = "dataset", seed: int = 0, force: bool = False,
                       dry_run: bool = False, keep_flagged: bool = False, executor=None,
                       thresholds: CheckThresholds = CheckThresholds(), slab_voxels: int = DEFAULT_SLAB_VOXELS,
-                      progress: bool = True) -> dict:
+                      progress: bool = True, threads: int = 1) -> dict:
     """Convert the crops of ``datasplit`` into ``output_dir``; returns the report dict.
 
     ``target_spacing``: (z, y, x) nm. ``scale``: "auto" or a raw level such as "s1". ``crops``:
@@ -127,7 +127,7 @@ def convert_datasplit(datasplit="datasplit.csv", output_dir="data/nifti", target
             records[row.key] = _failed_row(row, exc)
 
     results = convert_all(plans, enc, output_dir, workers=workers, dry_run=dry_run, force=force,
-                          params=params, executor=executor, progress=progress)
+                          params=params, executor=executor, progress=progress, threads=threads)
     slices_by_key = {}
     for key, (rec, slices) in results.items():
         records[key] = rec

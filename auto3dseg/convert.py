@@ -47,7 +47,7 @@ __all__ = ["SlabResult", "compute_slab", "convert_crop", "convert_all", "image_n
 
 PROVENANCE_DIR = ".provenance"
 #: Threads per process converting slabs of one crop concurrently (I/O, decoding, numpy, deflate).
-DEFAULT_THREADS = 2
+DEFAULT_THREADS = 1
 PARTS_DIR = ".parts"
 
 def image_name(key: str) -> str:
@@ -135,20 +135,37 @@ def compute_slab(plan: CropPlan, enc: LabelEncoding, z0: int, z1: int):
     if miss_src is not None:
         missing = max_pool_taps(miss_src, taps, outside_value=1).astype(bool)
     else:
-        missing = np.zeros(em.shape, bool)
-    outside = outside_mask(raw_grid, out, (z0, z1))
-    if outside.any():
+        missing = None
+    outside = None
+    if _any_outside(raw_grid, out):
+        outside = outside_mask(raw_grid, out, (z0, z1))
         em[outside] = 0
+        if not outside.any():
+            outside = None
+    no_raw = outside if missing is None else (missing if outside is None else outside | missing)
     labels = value_counts = None
     counts: Dict[str, List[int]] = {}
     if plan.has_labels:
-        labels, counts, value_counts = _slab_labels(plan, enc, z0, z1, outside | missing)
-    stats = CropStats.of_slab(em, ~(outside | missing), labels, outside, missing, enc.ignore_value, value_counts)
+        labels, counts, value_counts = _slab_labels(plan, enc, z0, z1, no_raw)
+    stats = CropStats.of_slab(em, None if no_raw is None else ~no_raw, labels, outside, missing, enc.ignore_value,
+                              value_counts)
     res = SlabResult(plan.key, z0, z1, stats, counts, _mid_pieces(out.shape, z0, z1, em, labels))
     return em, labels, res
 
 
-def _slab_labels(plan: CropPlan, enc: LabelEncoding, z0: int, z1: int, no_raw: np.ndarray):
+def _any_outside(raw_grid, out) -> bool:
+    """Does any output voxel centre lie outside raw (cheap per-axis test)?"""
+    from cellmap.resample import outside_axis
+
+    for a in range(3):
+        c = (raw_grid.corner_nm[a], raw_grid.voxel_size_nm[a], raw_grid.shape[a], out.corner_nm[a],
+             out.voxel_size_nm[a], out.shape[a])
+        if outside_axis(*c).any():
+            return True
+    return False
+
+
+def _slab_labels(plan: CropPlan, enc: LabelEncoding, z0: int, z1: int, no_raw: Optional[np.ndarray]):
     """Labels of output rows [z0, z1) and per class [source voxels, output voxels, voxels lost to overlaps].
 
     Classes are merged from the highest precedence down, so when class c is merged the running
@@ -163,7 +180,7 @@ def _slab_labels(plan: CropPlan, enc: LabelEncoding, z0: int, z1: int, no_raw: n
         ranks[lab_out] = IGNORE_RANK
     counts: Dict[str, List[int]] = {}
     by_name = {cs.name: cs for cs in plan.classes}
-    any_no_raw = bool(no_raw.any())
+    any_no_raw = no_raw is not None and bool(no_raw.any())
     top = IGNORE_RANK  # highest rank merged so far
     for name in enc.order:  # highest precedence first
         cs = by_name.get(name)
@@ -176,22 +193,35 @@ def _slab_labels(plan: CropPlan, enc: LabelEncoding, z0: int, z1: int, no_raw: n
         if any(b <= a for a, b in win):
             counts[name] = [0, 0, 0]
             continue
-        pos = unk = None
-        for loc, unk_value in zip(cs.arrays, cs.unknown_values):
-            a, _ = reader_for(loc).read([w[0] for w in win], [w[1] for w in win], with_missing=False)
-            p = a != 0
-            if unk_value is not None:
-                u = a == unk_value
-                if u.any():
-                    p &= ~u
-                    unk = u if unk is None else (unk | u)
-            pos = p if pos is None else (pos | p)
+        pos = unk = src_rank = None
+        n_pos = 0
+        starts, stops = [w[0] for w in win], [w[1] for w in win]
+        if len(cs.arrays) == 1 and cs.unknown_values[0] is None:
+            a, _ = reader_for(cs.arrays[0]).read(starts, stops, with_missing=False)
+            if a.dtype == enc.rank_dtype and a.size and int(a.max()) <= 1:  # 0/1 semantic: rank in place
+                n_pos = int(np.count_nonzero(a))
+                src_rank = np.multiply(a, enc.rank_dtype.type(r), out=a)
+            else:
+                pos = a != 0
             del a
-        src_rank = pos.view(np.uint8) * enc.rank_dtype.type(r)
-        if src_rank.dtype != enc.rank_dtype:
-            src_rank = src_rank.astype(enc.rank_dtype)
-        if unk is not None:
-            np.maximum(src_rank, unk.view(np.uint8), out=src_rank)  # ignore rank 1 where unknown
+        else:
+            for loc, unk_value in zip(cs.arrays, cs.unknown_values):
+                a, _ = reader_for(loc).read(starts, stops, with_missing=False)
+                p = a != 0
+                if unk_value is not None:
+                    u = a == unk_value
+                    if u.any():
+                        p &= ~u
+                        unk = u if unk is None else (unk | u)
+                pos = p if pos is None else (pos | p)
+                del a
+        if src_rank is None:
+            n_pos = int(np.count_nonzero(pos))
+            src_rank = pos.view(np.uint8) * enc.rank_dtype.type(r)
+            if src_rank.dtype != enc.rank_dtype:
+                src_rank = src_rank.astype(enc.rank_dtype)
+            if unk is not None:
+                np.maximum(src_rank, unk.view(np.uint8), out=src_rank)  # ignore rank 1 where unknown
         taps = (shift_taps(ltz, win[0][0]), shift_taps(lt[1], win[1][0]), shift_taps(lt[2], win[2][0]))
         pooled = max_pool_taps(src_rank, taps, outside_value=IGNORE_RANK)
         lost = 0
@@ -204,7 +234,7 @@ def _slab_labels(plan: CropPlan, enc: LabelEncoding, z0: int, z1: int, no_raw: n
             del beaten
         np.maximum(ranks, pooled, out=ranks)
         top = max(top, r)
-        counts[name] = [int(np.count_nonzero(pos)), 0, lost]
+        counts[name] = [n_pos, 0, lost]
         del src_rank, pos, pooled
     if any_no_raw:
         ranks[no_raw] = IGNORE_RANK
@@ -212,12 +242,13 @@ def _slab_labels(plan: CropPlan, enc: LabelEncoding, z0: int, z1: int, no_raw: n
     merged = [enc.rank(n) for n in counts]
     if len(merged) <= 12:  # a few compare passes beat bincount/take, which widen uint8 to intp
         hist = np.zeros(enc.n_classes + 2, np.int64)
-        for r in [IGNORE_RANK] + merged:
-            hist[r] = np.count_nonzero(ranks == r)
-        hist[0] = ranks.size - hist.sum()
         labels = np.zeros(ranks.shape, enc.dtype)
-        for r in np.flatnonzero(hist[1:]) + 1:
-            labels[ranks == r] = lut[r]
+        for r in [IGNORE_RANK] + merged:
+            m = ranks == r
+            hist[r] = np.count_nonzero(m)
+            if hist[r]:
+                labels[m] = lut[r]
+        hist[0] = ranks.size - hist.sum()
     else:
         hist = np.bincount(ranks.ravel(), minlength=enc.n_classes + 2)
         labels = np.take(lut, ranks)
@@ -376,6 +407,7 @@ def convert_crop(plan: CropPlan, enc: LabelEncoding, output_dir, dry_run: bool =
                 if plan.has_labels:
                     writers[1].write_member(members[1], res.z1 - res.z0)
             results.append(res)
+            del members
             if on_slab:
                 on_slab(res.z1 - res.z0)
         for w in writers:
@@ -450,7 +482,7 @@ def _prepare_dirs(output_dir: Path) -> None:
 
 def convert_all(plans: Sequence[CropPlan], enc: LabelEncoding, output_dir, workers: int = 1, dry_run: bool = False,
                 force: bool = False, params: Optional[dict] = None, executor=None,
-                progress: bool = True) -> Dict[str, Tuple[dict, Optional[dict]]]:
+                progress: bool = True, threads: int = DEFAULT_THREADS) -> Dict[str, Tuple[dict, Optional[dict]]]:
     """Convert every planned crop; returns {key: (record, slices or None when skipped)}.
 
     A crop is skipped (``record["skipped"] = True``) when its provenance hash and output files
@@ -485,7 +517,8 @@ def convert_all(plans: Sequence[CropPlan], enc: LabelEncoding, output_dir, worke
         if executor is None and workers <= 1:
             for plan in todo:
                 try:
-                    out[plan.key] = convert_crop(plan, enc, output_dir, dry_run, params, on_slab=bar.update)
+                    out[plan.key] = convert_crop(plan, enc, output_dir, dry_run, params, on_slab=bar.update,
+                                                 threads=threads)
                 except Auto3DSegError as exc:
                     out[plan.key] = (_failed(plan, exc), None)
                 except Exception as exc:  # noqa: BLE001 - recorded per crop, the run goes on

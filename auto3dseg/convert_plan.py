@@ -33,7 +33,7 @@ __all__ = ["CONVERTER_VERSION", "ClassSource", "CropPlan", "plan_crop", "slab_ra
 
 CONVERTER_VERSION = "2"
 #: Budget of source or output voxels handled by one slab task (bounds peak memory per worker).
-DEFAULT_SLAB_VOXELS = 8 * 1024 * 1024
+DEFAULT_SLAB_VOXELS = 1024 * 1024
 
 
 @dataclass(frozen=True)

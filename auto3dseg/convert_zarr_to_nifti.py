@@ -52,7 +52,7 @@ def convert(datasplit: str = "datasplit.csv", output_dir: str = "data/nifti", ta
             scale: str = "auto", classes=None, datasets=None, crops=None, max_crops: int = 0, workers: int = 1,
             folds: int = None, fold_by: str = "dataset", seed: int = 0, force: bool = False,
             dry_run: bool = False, keep_flagged: bool = False, cluster: str = "local",
-            slurm_profile: str = "local", slab_voxels: int = 8 * 1024 * 1024, quiet: bool = False):
+            slurm_profile: str = "local", slab_voxels: int = 1024 * 1024, threads: int = 1, quiet: bool = False):
     """Convert CellMap crops to NIfTI (uint8 EM + integer labels on one grid), datalist.json and a data-check report.
 
     Shell:   convert_zarr_to_nifti --datasplit datasplit.csv --output_dir data/nifti --target_spacing 8,8,8
@@ -79,7 +79,9 @@ def convert(datasplit: str = "datasplit.csv", output_dir: str = "data/nifti", ta
       cluster: "local" (processes on this machine) or "slurm" (dask-jobqueue workers, one SLURM
         job per worker, settings from --slurm_profile; needs the slurm extra).
       slurm_profile: cluster profile name or YAML (configs/slurm/) for --cluster slurm.
-      slab_voxels: voxels handled per slab task (bounds memory per worker; default 8 Mi).
+      slab_voxels: voxels handled per slab task (bounds memory per worker; default 1 Mi).
+      threads: threads per process converting slabs of one crop concurrently (default 1; 2 helps
+        only on idle cores and costs ~50 MB of malloc arenas).
       quiet: no progress bar.
     """
     from auto3dseg.conversion import ConversionError, convert_datasplit
@@ -98,7 +100,8 @@ def convert(datasplit: str = "datasplit.csv", output_dir: str = "data/nifti", ta
             datasets=normalise_list(datasets, "datasets"), crops=normalise_list(crops, "crops"),
             max_crops=int(max_crops or 0), workers=int(workers), folds=int(folds) if folds else None,
             fold_by=str(fold_by), seed=int(seed), force=bool(force), dry_run=bool(dry_run),
-            keep_flagged=bool(keep_flagged), executor=executor, slab_voxels=int(slab_voxels), progress=not quiet)
+            keep_flagged=bool(keep_flagged), executor=executor, slab_voxels=int(slab_voxels), threads=int(threads),
+            progress=not quiet)
     finally:
         if executor is not None:
             executor.close()

@@ -54,13 +54,14 @@ class CropStats:
     value_counts: Dict[int, int] = field(default_factory=dict)
 
     @classmethod
-    def of_slab(cls, em: np.ndarray, valid: np.ndarray, labels: Optional[np.ndarray], outside: np.ndarray,
-                missing: np.ndarray, ignore_value: int, value_counts: Optional[Dict[int, int]] = None) -> "CropStats":
-        """Statistics of one (z, y, x) slab: ``em`` uint8, ``valid``/``outside``/``missing`` bool,
-        ``labels`` integer label values (or None for image-only crops) and, when the caller has
-        them, their ``value_counts``."""
-        s = cls(n_voxels=int(em.size), outside_raw=int(np.count_nonzero(outside)),
-                missing_raw=int(np.count_nonzero(missing)))
+    def of_slab(cls, em: np.ndarray, valid: Optional[np.ndarray], labels: Optional[np.ndarray],
+                outside: Optional[np.ndarray], missing: Optional[np.ndarray], ignore_value: int,
+                value_counts: Optional[Dict[int, int]] = None) -> "CropStats":
+        """Statistics of one (z, y, x) slab: ``em`` uint8, ``valid``/``outside``/``missing`` bool
+        (None: all valid / none outside / none missing), ``labels`` integer label values (or None
+        for image-only crops) and, when the caller has them, their ``value_counts``."""
+        s = cls(n_voxels=int(em.size), outside_raw=0 if outside is None else int(np.count_nonzero(outside)),
+                missing_raw=0 if missing is None else int(np.count_nonzero(missing)))
         all_valid = s.outside_raw == 0 and s.missing_raw == 0
         v = em if all_valid else em[valid]
         s.em_valid = int(v.size)
@@ -68,10 +69,10 @@ class CropStats:
             s.em_sum = float(v.sum(dtype=np.uint64))
             s.em_min, s.em_max = int(v.min()), int(v.max())
             s.em_zero = int(v.size - np.count_nonzero(v))
-            sample = (em[::2, ::2, ::2] if all_valid else em[::2, ::2, ::2][valid[::2, ::2, ::2]]).astype(np.float64)
+            sample = (em[::2, ::2, ::2] if all_valid else em[::2, ::2, ::2][valid[::2, ::2, ::2]]).astype(np.uint32)
             s.em_sample = int(sample.size)
-            s.em_sample_sum = float(sample.sum())
-            s.em_sumsq = float(np.dot(sample.ravel(), sample.ravel()))
+            s.em_sample_sum = float(sample.sum(dtype=np.uint64))
+            s.em_sumsq = float(np.square(sample, out=sample).sum(dtype=np.uint64))
         if labels is not None:
             if value_counts is None:
                 counts = np.bincount(labels.ravel())

@@ -25,6 +25,8 @@ from cellmap.io import missing_chunks, window_chunks
 __all__ = ["WindowReader", "reader_for"]
 
 _READERS: Dict[str, "WindowReader"] = {}
+#: Rows kept above the end of a window for the next one (interpolation taps reach back <= 2 rows).
+_MARGIN_ROWS = 2
 _LOCK = threading.Lock()
 
 
@@ -40,10 +42,11 @@ def reader_for(location: str) -> "WindowReader":
 class WindowReader:
     """Read index windows ``[start, stop)`` (z, y, x; inside the array) of one zarr v2 array."""
 
-    def __init__(self, location: str):
+    def __init__(self, location: str, fast: bool = True):
+        """``fast=False`` forces the zarr path (used to cross-check the two)."""
         self.location = location
         self._fast = False
-        self._cache: Dict[Tuple[int, ...], np.ndarray] = {}
+        self._cache: Dict[Tuple[int, ...], Tuple[int, np.ndarray]] = {}
         self._lock = threading.Lock()
         meta = None
         if not _zarr.is_remote(location):
@@ -51,7 +54,7 @@ class WindowReader:
             if os.path.exists(path):
                 with open(path, "r", encoding="utf-8") as fh:
                     meta = json.load(fh)
-        if meta is not None and meta.get("zarr_format") == 2 and meta.get("order", "C") == "C" \
+        if fast and meta is not None and meta.get("zarr_format") == 2 and meta.get("order", "C") == "C" \
                 and not meta.get("filters") and isinstance(meta.get("dtype"), str):
             import numcodecs
 
@@ -105,14 +108,21 @@ class WindowReader:
         miss = None
         first_row = start[0] // self.chunks[0]
         last_row = (max(stop[0] - 1, start[0])) // self.chunks[0]
+        cz = self.chunks[0]
         for idx, sl in window_chunks(start, stop, self.chunks, self.shape):
+            z_in = sl[0].start - idx[0] * cz          # first chunk row (z) this window needs
             with self._lock:
-                block = self._cache.get(idx)
-            if block is None:
+                hit = self._cache.get(idx)
+            block, z_off = None, 0
+            if hit is not None and hit[0] <= z_in:
+                z_off, block = hit
+            else:
                 block = self._decode(idx)  # outside the lock: threads decode in parallel
-                if block is not None and idx[0] == last_row and (stop[0] % self.chunks[0]):
-                    with self._lock:  # the next slab starts inside this chunk row: keep it
-                        self._cache[idx] = block
+                if block is not None and idx[0] == last_row and (stop[0] % cz):
+                    # the next slab starts inside this chunk row: keep the rows it can still need
+                    keep_from = max(0, stop[0] - idx[0] * cz - _MARGIN_ROWS)
+                    with self._lock:
+                        self._cache[idx] = (keep_from, np.ascontiguousarray(block[keep_from:]))
             dst = tuple(slice(s.start - a, s.stop - a) for s, a in zip(sl, start))
             if block is None:
                 data[dst] = self.fill_value
@@ -121,7 +131,8 @@ class WindowReader:
                         miss = np.zeros(shape_out, np.uint8)
                     miss[dst] = 1
                 continue
-            src = tuple(slice(s.start - i * c, s.stop - i * c) for s, i, c in zip(sl, idx, self.chunks))
+            src = tuple(slice(s.start - i * c - (z_off if d == 0 else 0), s.stop - i * c - (z_off if d == 0 else 0))
+                        for d, (s, i, c) in enumerate(zip(sl, idx, self.chunks)))
             data[dst] = block[src]
         with self._lock:  # rows before this window are done with (slabs go in z order)
             for k in [k for k in self._cache if k[0] < first_row]:

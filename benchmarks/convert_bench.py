@@ -95,7 +95,7 @@ def build(workdir: str, size: int) -> str:
     return split
 
 
-def run_ours(split: str, out: str) -> dict:
+def run_ours(split: str, out: str, threads: int = 1) -> dict:
     from auto3dseg.convert import convert_all
     from auto3dseg.conversion import resolve_classes
     from auto3dseg.convert_plan import plan_crop
@@ -107,7 +107,7 @@ def run_ours(split: str, out: str) -> dict:
     row = rows[0]
     src, grid = crop_sources(row, enc.names)
     plan = plan_crop(row.key, row.dataset, row.crop, row.usage, row.raw_group, src, grid, VS, "auto")
-    convert_all([plan], enc, out, workers=1, force=True, progress=False)
+    convert_all([plan], enc, out, workers=1, force=True, progress=False, threads=threads)
     return {"seconds": time.perf_counter() - t0, "voxels": plan.out_grid.size}
 
 
@@ -134,8 +134,8 @@ def run_baseline(split: str, out: str) -> dict:
     return {"seconds": time.perf_counter() - t0, "voxels": int(lab.size)}
 
 
-def _child(role: str, split: str, out: str) -> None:
-    res = (run_ours if role == "ours" else run_baseline)(split, out)
+def _child(role: str, split: str, out: str, threads: int) -> None:
+    res = run_ours(split, out, threads) if role == "ours" else run_baseline(split, out)
     res["peak_rss_mb"] = _peak_rss_mb()
     print(json.dumps(res))
 
@@ -144,12 +144,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=512, help="edge of the cubic crop in voxels (>= 512 for the report)")
     ap.add_argument("--workdir", default="/tmp/convert_bench")
+    ap.add_argument("--threads", type=int, default=1, help="threads of our converter (its default: 1)")
     ap.add_argument("--role", choices=("ours", "baseline"), help=argparse.SUPPRESS)
     ap.add_argument("--split", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.role:
-        _child(a.role, a.split, a.out)
+        _child(a.role, a.split, a.out, a.threads)
         return
     t = time.perf_counter()
     split = build(a.workdir, a.size)
@@ -158,7 +159,8 @@ def main() -> None:
     for role in ("baseline", "ours"):
         out = os.path.join(a.workdir, f"out_{role}")
         shutil.rmtree(out, ignore_errors=True)
-        proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--role", role, "--split", split, "--out", out],
+        proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--role", role, "--split", split, "--out", out,
+                               "--threads", str(a.threads)],
                               capture_output=True, text=True)
         if proc.returncode != 0:
             sys.stderr.write(proc.stderr)
@@ -169,7 +171,8 @@ def main() -> None:
               f"peak RSS {res[role]['peak_rss_mb']:.0f} MB", flush=True)
     b, o = res["baseline"], res["ours"]
     print(json.dumps({
-        "benchmark": "convert_zarr_to_nifti", "size": a.size, "voxels": o["voxels"],
+        "benchmark": "convert_zarr_to_nifti", "size": a.size, "voxels": o["voxels"], "threads": a.threads,
+        "load_average_1min": round(os.getloadavg()[0], 2),
         "ours_seconds": round(o["seconds"], 3), "baseline_seconds": round(b["seconds"], 3),
         "ours_mb_per_s": round(o["voxels"] / 1e6 / o["seconds"], 1),
         "baseline_mb_per_s": round(b["voxels"] / 1e6 / b["seconds"], 1),
