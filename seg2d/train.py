@@ -30,6 +30,10 @@ def train_model(dataset: str, out: str, model: Optional[str] = None, epochs: int
 
     if epochs < 1:
         raise ConfigError(f"--epochs {epochs}: train at least 1 epoch")
+    out = Path(out)
+    target = out / "models" / model_name
+    if target.exists() and not overwrite:
+        raise ConfigError(f"{target}: a trained model already exists; pass --overwrite or another --model_name")
     cal = IDENTITY
     if calibration:
         with open(calibration, encoding="utf-8") as fh:
@@ -47,10 +51,6 @@ def train_model(dataset: str, out: str, model: Optional[str] = None, epochs: int
               else models.CellposeModel(gpu=False, mkldnn=False, pretrained_model=resolved.path))
     else:
         cp = models.CellposeModel(gpu=False, mkldnn=False, diam_mean=float(diam_mean))
-    out = Path(out)
-    target = out / "models" / model_name
-    if target.exists() and not overwrite:
-        raise ConfigError(f"{target}: a trained model already exists; pass --overwrite or another --model_name")
     (out / "models").mkdir(parents=True, exist_ok=True)  # train_seg needs an existing save_path
     path, _, _ = train.train_seg(
         cp.net, train_data=[f.image for f in frames], train_labels=[f.gt for f in frames], channels=[0, 0],

@@ -1,6 +1,7 @@
-"""Shared seg2d fixtures: offline Cellpose isolation, synthetic TIFF datasets, one briefly trained model."""
+"""Shared seg2d fixtures: offline Cellpose isolation and a randomly initialised Cellpose net saved to disk."""
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -9,7 +10,6 @@ _MODEL_DIR = tempfile.mkdtemp(prefix="seg2d-cpmodels-")
 os.environ["CELLPOSE_LOCAL_MODELS_PATH"] = _MODEL_DIR
 
 import pytest  # noqa: E402
-from seg2d_synth import make_frame, write_dataset  # noqa: E402
 
 
 class DownloadAttempted(RuntimeError):
@@ -33,28 +33,15 @@ def offline_cellpose():
     torch.set_num_threads(2)
     yield Path(_MODEL_DIR)
     utils.download_url_to_file, models.utils.download_url_to_file = saved
-
-
-@pytest.fixture(scope="session")
-def train_frames():
-    return [make_frame(s) for s in range(8)]
-
-
-@pytest.fixture(scope="session")
-def trained_model(tmp_path_factory, train_frames):
-    """A Cellpose 3.x net trained briefly (30 epochs, 64 px crops) by `seg2d.train.train_model` and saved to
-    disk: real weights, never downloaded. Its flows are meaningful but its defaults segment nothing."""
-    from seg2d.train import train_model
-
-    root = write_dataset(tmp_path_factory.mktemp("train_ds"), train_frames)
-    path = train_model(str(root), str(tmp_path_factory.mktemp("train_out")), model=None, epochs=30, bsize=64,
-                       rescale=False, learning_rate=0.005, batch_size=8, diam_mean=15.0)
-    return str(path)
+    shutil.rmtree(_MODEL_DIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
 def random_weights(tmp_path_factory):
-    """A randomly initialised Cellpose 3.x net saved to disk (the real loading code, no download)."""
+    """A randomly initialised Cellpose 3.x net (torch seed 0) saved to disk and loaded by the real loading code,
+    no download. Its cell probability still follows image intensity: at diameter 60 with flow_threshold 0 and
+    a cellprob_threshold near the 70th percentile it finds dozens of masks on the synthetic frames, while
+    Cellpose's defaults find (almost) none -- a real network whose defaults are wrong."""
     import torch
     from cellpose import models
 
