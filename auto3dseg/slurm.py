@@ -244,7 +244,11 @@ def sbatch_argv(step: Step, profile: Profile, work_dir: Path, env_file: Path,
     argv.append(f"--chdir={chdir or Path.cwd()}")
     argv.append(f"--export=ALL,CELLMAP_SLURM_ENV={env_file}")
     argv += list(profile.extra_sbatch) + list(over.get("extra_sbatch") or ())
-    argv.append(str(TEMPLATE_DIR / step.template) if "/" not in step.template else step.template)
+    template = TEMPLATE_DIR / step.template if "/" not in step.template else Path(step.template)
+    if not template.is_file():
+        raise SlurmError(f"sbatch template {template} not found: the templates live in the "
+                         "repository's sbatch/ folder; install with `pip install -e .` from a clone")
+    argv.append(str(template))
     if step.items is not None:
         argv.append(",".join(step.items))
     argv += [str(a) for a in step.args]
