@@ -324,3 +324,18 @@ def test_parallel_slab_tasks_equal_sequential(stores, tmp_path):
             b, _ = load_zyx(tmp_path / "par" / rp["output"][f])
             np.testing.assert_array_equal(a, b)
     assert len(seq["crops"]) == 2
+
+
+def test_test_rows_become_image_only_testing_items(stores, tmp_path):
+    split = write_datasplit(tmp_path / "ds.csv", [
+        ("train", stores["zb"], "crop1", ["ecs", "pm"]), ("validate", stores["zb"], "crop3", ["nuc"]),
+        ("test", stores["zb"], "crop6", ["ecs"])])
+    rep = convert_datasplit(split, tmp_path / "o", classes=["ecs", "pm", "nuc"], fold_by="crop", progress=False,
+                            keep_flagged=True)
+    dl = read_json(tmp_path / "o" / "datalist.json")
+    assert dl["testing"] == [{"image": "images/jrc_t-b_crop6_0000.nii.gz"}]
+    assert all("crop6" not in t["image"] for t in dl["training"]) and len(dl["training"]) == 2
+    assert (tmp_path / "o" / "images" / "jrc_t-b_crop6_0000.nii.gz").exists()
+    assert not (tmp_path / "o" / "labels" / "jrc_t-b_crop6.nii.gz").exists()
+    rec = next(c for c in rep["crops"] if c["key"] == "jrc_t-b_crop6")
+    assert rec["output"]["label"] is None
