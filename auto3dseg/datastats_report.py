@@ -87,7 +87,10 @@ def _plots(work_dir, summary):
     rows = _class_rows(summary)
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(rows) + 1.5))
     data = [r[1] if r[1] else [np.nan] for r in rows]
-    ax.boxplot(data, vert=False, showfliers=True)
+    try:
+        ax.boxplot(data, orientation="horizontal", showfliers=True)  # matplotlib >= 3.10
+    except TypeError:
+        ax.boxplot(data, vert=False, showfliers=True)
     ax.set_yticks(np.arange(1, len(rows) + 1), [r[0] for r in rows])
     ax.invert_yaxis()
     ax.set_xscale("log")
