@@ -361,6 +361,29 @@ def _save_algo(algo, score) -> None:
         a3u.algo_to_pickle(algo, template_path=algo.template_path, best_metric=score)
 
 
+def _completed(h: dict) -> bool:
+    """A bundle counts as trained only when a finished run recorded its score in the algo object.
+
+    (MONAI's own check also accepts a progress.yaml, which SegResNet writes during training, so an interrupted
+    fold would look trained.) Legacy pickled algo objects fall back to MONAI's check.
+    """
+    path = os.path.join(h["algo_instance"].output_path, "algo_object.json")
+    if not os.path.isfile(path):
+        return bool(h["is_trained"])
+    with open(path) as fh:
+        return json.load(fh).get("best_metric") is not None
+
+
+def _resume_params(name: str, bundle_dir: str) -> dict:
+    """Run params that continue an interrupted fold from its last checkpoint, where the template supports it."""
+    if name.startswith("segresnet"):  # segmenter.py checkpoint_load: restores epoch and best metric
+        ckpt = os.path.join(bundle_dir, "model", "model_final.pt")
+        if os.path.isfile(ckpt):
+            logger.info("%s: continuing from %s", name, ckpt)
+            return {"pretrained_ckpt_name": ckpt, "continue": True}
+    return {}
+
+
 def train(
     work_dir: str,
     config: dict,
@@ -376,7 +399,9 @@ def train(
         gpus: ``"0,1"``, a list, or None for ``$CUDA_VISIBLE_DEVICES`` / all visible.
         bundles: names to train (e.g. one per SLURM array task); default all.
 
-    Returns ``{bundle: score}`` of the bundles trained now; writes ``train_status.yaml``.
+    Returns ``{bundle: score}`` of the bundles trained now; writes ``<bundle>/train_status.yaml`` (running,
+    done with its score, or failed with the error). An interrupted SegResNet fold continues from its last
+    checkpoint (``pretrained_ckpt_name`` + ``continue``); other templates restart the fold.
 
     Raises:
         TrainingFailedError: naming each failed bundle and its log; a rerun resumes.
@@ -393,7 +418,7 @@ def train(
         if unknown:
             raise BundleError(f"--bundles {sorted(unknown)}: not in {work_dir} (have {[h['identifier'] for h in history]})")
         history = [h for h in history if h["identifier"] in wanted]
-    todo = [h for h in history if retrain or not h["is_trained"]]
+    todo = [h for h in history if retrain or not _completed(h)]
     for h in history:
         if h not in todo:
             logger.info("skipping already trained bundle %s (score %s)", h["identifier"], h["best_metric"])
@@ -401,41 +426,42 @@ def train(
     if num_epochs is not None:
         params["num_epochs"] = int(num_epochs)
     device = _device_setting(gpus)
-    status_path = os.path.join(work_dir, TRAIN_STATUS)
-    status = {}
-    if os.path.isfile(status_path):
-        with open(status_path) as fh:
-            status = yaml.safe_load(fh) or {}
     scores, failed = {}, []
     for h in tqdm(todo, desc="train", unit="bundle"):
         name, algo = h["identifier"], h["algo_instance"]
+        status_path = os.path.join(algo.output_path, TRAIN_STATUS)  # per bundle: array tasks run in parallel
         run_params = dict(params)
         if name.startswith("swinunetr"):
             use = (config.get("swinunetr") or {}).get("use_pretrain", "auto")
             if use is False or (use == "auto" and not _reachable("https://api.ngc.nvidia.com")):
                 run_params["use_pretrain"] = False  # never download weights offline
+        if not retrain:
+            run_params.update(_resume_params(name, algo.output_path))
         configs = sorted(glob.glob(os.path.join(algo.output_path, "configs", "*")))
         snapshot = {p: open(p).read() for p in configs if os.path.isfile(p)}
         start = time.time()
+        write_yaml_atomic(status_path, {"state": "running", "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                        "params": {k: str(v) for k, v in run_params.items()}})
         try:
             algo.train(run_params, device)
             score = algo.get_score()
         except Exception as err:  # subprocess failure or missing progress: record and go on
             failed.append(name)
-            status[name] = {"state": "failed", "error": f"{type(err).__name__}: {err}"[:2000], "seconds": round(time.time() - start, 1)}
+            status = {"state": "failed", "error": f"{type(err).__name__}: {err}"[-2000:]}  # the cause is last
             logger.error("training %s failed:\n%s", name, traceback.format_exc())
         else:
             _save_algo(algo, score)
             scores[name] = score
-            status[name] = {"state": "done", "score": float(score), "seconds": round(time.time() - start, 1)}
+            status = {"state": "done", "score": float(score)}
         finally:
             _restore_overrides(snapshot, run_params)
-            write_yaml_atomic(status_path, status)
+        status["seconds"] = round(time.time() - start, 1)
+        write_yaml_atomic(status_path, status)
     if failed:
         raise TrainingFailedError(
-            f"{len(failed)} bundle(s) failed to train: {', '.join(failed)} (errors in {status_path}; the "
-            "training output above names the cause). Fix it and rerun `run_auto3dseg --mode train`: trained "
-            "bundles are kept and skipped, failed ones run again."
+            f"{len(failed)} bundle(s) failed to train: {', '.join(failed)} (errors in <bundle>/{TRAIN_STATUS}; "
+            "the training output above names the cause). Fix it and rerun `run_auto3dseg --mode train`: trained "
+            "bundles are kept and skipped, failed ones run again (SegResNet continues from model_final.pt)."
         )
     return scores
 
@@ -447,7 +473,7 @@ def build_ensemble(work_dir: str, config: dict):
     from monai.apps.auto3dseg.utils import import_bundle_algo_history
 
     work_dir = os.path.abspath(work_dir)
-    history = import_bundle_algo_history(work_dir, only_trained=True)
+    history = [h for h in import_bundle_algo_history(work_dir, only_trained=True) if _completed(h)]
     if not history:
         raise BundleError(f"{work_dir}: no trained bundles; run `run_auto3dseg --mode train` first")
     ens_cfg = config.get("ensemble") or {}

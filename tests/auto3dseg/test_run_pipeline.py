@@ -64,6 +64,8 @@ def test_generate_then_train_resumes_a_failed_fold(state, monkeypatch):
     first = os.path.join(wd, "tinyseg_0", "model", "model.pt")
     assert os.path.isfile(os.path.join(wd, "tinyseg_0", "model", "progress.yaml"))
     assert not os.path.isfile(os.path.join(wd, "tinyseg_1", "model", "progress.yaml"))
+    failed = yaml.safe_load(open(os.path.join(wd, "tinyseg_1", "train_status.yaml")))
+    assert failed["state"] == "failed" and "simulated crash" in failed["error"]
     stamp = os.stat(first).st_mtime_ns
 
     monkeypatch.delenv("TINYSEG_FAIL_FOLD")
@@ -75,8 +77,8 @@ def test_generate_then_train_resumes_a_failed_fold(state, monkeypatch):
     for fold in (0, 1):
         cfg = yaml.safe_load(open(os.path.join(wd, f"tinyseg_{fold}", "configs", "hyper_parameters.yaml")))
         assert cfg["num_epochs"] == generated["num_epochs"] != 1
-    status = yaml.safe_load(open(os.path.join(wd, "train_status.yaml")))
-    assert status["tinyseg_0"]["state"] == status["tinyseg_1"]["state"] == "done"
+    for fold in (0, 1):
+        assert yaml.safe_load(open(os.path.join(wd, f"tinyseg_{fold}", "train_status.yaml")))["state"] == "done"
 
 
 def test_generate_refuses_over_trained_bundles(state):
