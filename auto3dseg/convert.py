@@ -18,6 +18,7 @@ known (outside the crop or 255 declared unknown), see ``cellmap.resample`` and
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -31,8 +32,9 @@ import numpy as np
 
 from cellmap import _zarr
 from cellmap.io import missing_chunks, window_chunks
-from cellmap.resample import (IGNORE_RANK, em_taps, label_taps, max_pool_taps, outside_mask, resample_em,
-                              shift_taps, subset_taps, window_of)
+from cellmap.resample import IGNORE_RANK, max_pool_taps, outside_mask, resample_em, shift_taps, subset_taps, window_of
+from cellmap.resample import em_taps as _em_taps_uncached
+from cellmap.resample import label_taps as _label_taps_uncached
 
 from auto3dseg.convert_plan import CropPlan, grid_dict, plan_hash
 from auto3dseg.datacheck import CropStats
@@ -49,6 +51,18 @@ PROVENANCE_DIR = ".provenance"
 #: Threads per process converting slabs of one crop concurrently (I/O, decoding, numpy, deflate).
 DEFAULT_THREADS = 1
 PARTS_DIR = ".parts"
+
+@functools.lru_cache(maxsize=64)
+def em_taps(src_grid, out_grid):
+    """``cellmap.resample.em_taps``, computed once per (source grid, output grid) per process."""
+    return _em_taps_uncached(src_grid, out_grid)
+
+
+@functools.lru_cache(maxsize=256)
+def label_taps(src_grid, out_grid):
+    """``cellmap.resample.label_taps``, computed once per (source grid, output grid) per process."""
+    return _label_taps_uncached(src_grid, out_grid)
+
 
 def image_name(key: str) -> str:
     return f"images/{key}_0000.nii.gz"
