@@ -10,7 +10,6 @@ grids, raw level, slabs) -> convert (or only measure, ``dry_run``) -> data check
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -19,10 +18,10 @@ import yaml
 from cellmap.classes import get_class, load_class_set
 
 from auto3dseg.conversion_report import save_picture, write_report
-from auto3dseg.convert import PROVENANCE_DIR, convert_all, image_name, label_name
-from auto3dseg.convert_plan import DEFAULT_SLAB_VOXELS, CropPlan, grid_dict, plan_crop
+from auto3dseg.convert import convert_all, image_name, label_name
+from auto3dseg.convert_plan import DEFAULT_SLAB_VOXELS, CropPlan, plan_crop
 from auto3dseg.crop_sources import CropRow, crop_sources, read_crop_rows
-from auto3dseg.datacheck import CheckThresholds, CropStats, Flag, check_crop, size_outliers
+from auto3dseg.datacheck import CheckThresholds, CropStats, check_crop, size_outliers
 from auto3dseg.datalist import FOLD_BY, DatalistError, annotated_bitmask, assign_folds, build_datalist, write_datalist
 from auto3dseg.errors import Auto3DSegError
 from auto3dseg.labels import LabelEncoding

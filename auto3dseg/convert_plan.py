@@ -15,18 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
-
-import numpy as np
 
 from cellmap import _zarr
 from cellmap.grid import Grid
 from cellmap.multiscale import ScaleLevel, choose_level, read_multiscale
-from cellmap.resample import label_taps, em_taps, output_shape, window_of
+from cellmap.resample import em_taps, output_shape, window_of
 
-from auto3dseg.errors import Auto3DSegError
 
 __all__ = ["CONVERTER_VERSION", "ClassSource", "CropPlan", "plan_crop", "slab_ranges", "grid_dict",
            "DEFAULT_SLAB_VOXELS"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import List, Sequence, Tuple
 
-from cellmap import _zarr
 from cellmap.annotation import Status, crop_status
 from cellmap.crop import open_crop
 from cellmap.datasplit import DatasplitRow, read_datasplit

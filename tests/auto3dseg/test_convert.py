@@ -153,7 +153,6 @@ def test_labels_2x_finer_keep_thin_membranes_and_precedence(converted, stores):
     em, _ = load_zyx(out / rec["output"]["image"])
     assert lab.shape == (8, 8, 8)
     # hand oracle: 4x4x4 blocks of the 2 nm arrays, highest precedence present wins
-    import zarr  # noqa: F401  (arrays re-read through the store)
     from cellmap import _zarr
     base = stores["zb"] + "/recon-1/labels/groundtruth/crop1"
     src = {n: np.asarray(_zarr.open_array(f"{base}/{n}/s0")[...]) > 0
