@@ -338,3 +338,19 @@ def test_test_rows_become_image_only_testing_items(stores, tmp_path):
     assert not (tmp_path / "o" / "labels" / "jrc_t-b_crop6.nii.gz").exists()
     rec = next(c for c in rep["crops"] if c["key"] == "jrc_t-b_crop6")
     assert rec["output"]["label"] is None
+
+
+def test_dask_executor_runs_slab_tasks(stores, tmp_path):
+    """The path --cluster slurm takes (a dask distributed Client), here on an in-process LocalCluster."""
+    distributed = pytest.importorskip("distributed")
+    kw = dict(classes=CLASSES, progress=False, keep_flagged=True, crops=[1], slab_voxels=64, fold_by="crop")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as lc, \
+            distributed.Client(lc) as client:
+        with pytest.raises(Exception, match="at least two groups"):   # one crop: no validation fold
+            convert_datasplit(stores["main"], tmp_path / "dask", executor=client, **kw)
+    seq = convert_datasplit(stores["main"], tmp_path / "seq", dry_run=True, **kw)
+    lab_d, _ = load_zyx(tmp_path / "dask" / "labels" / "jrc_t-b_crop1.nii.gz")
+    rec = next(c for c in seq["crops"] if c["key"] == "jrc_t-b_crop1")
+    assert lab_d.shape == (8, 8, 8) and int((lab_d == V["mito_mem"]).sum()) == 36
+    assert {int(k): v for k, v in rec["stats"]["value_counts"].items()} == \
+        {int(v): int(c) for v, c in zip(*np.unique(lab_d, return_counts=True))}
