@@ -4,6 +4,7 @@ Set AUTO3DSEG_TEMPLATES to a folder holding `segresnet/` (e.g. research-contribu
 auto3dseg/algorithm_templates at commit 21ed8e5). Skipped otherwise: CI has no network for the download.
 """
 
+import json
 import os
 import time
 
@@ -57,3 +58,17 @@ def test_full_run_with_segresnet(tmp_path):
     pred = nib.load(out["ensemble"][0])
     assert pred.shape == (32, 32, 32, 3)
     print(f"segresnet full run: {elapsed:.0f} s, scores {out['train']}")
+
+    # an interrupted fold (killed before its run finished: no score recorded) continues from model_final.pt
+    obj = os.path.join(work, "segresnet_0", "algo_object.json")
+    with open(obj) as fh:
+        state = json.load(fh)
+    state.pop("best_metric")
+    with open(obj, "w") as fh:
+        json.dump(state, fh)
+    again = run(mode="train", datalist=datalist, work_dir=work, config=str(config), algos="segresnet",
+                templates=TEMPLATES, num_epochs=4)
+    assert list(again) == ["segresnet_0"]  # segresnet_1 finished: skipped
+    with open(os.path.join(work, "segresnet_0", "model", "accuracy_history.csv")) as fh:
+        epochs = [int(line.split("\t")[0]) for line in fh if line[:1].isdigit()]
+    assert epochs and min(epochs[-2:]) >= 2  # the second run started after the 2 epochs of the first
