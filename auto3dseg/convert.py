@@ -190,6 +190,7 @@ def _slab_labels(plan: CropPlan, enc: LabelEncoding, z0: int, z1: int, no_raw: O
     shape = (z1 - z0, out.shape[1], out.shape[2])
     ranks = np.zeros(shape, enc.rank_dtype)
     lab_out = _label_outside(plan, z0, z1)
+    maybe_ignore = lab_out is not None or no_raw is not None  # else ignore comes only from pooling/unknown
     if lab_out is not None:
         ranks[lab_out] = IGNORE_RANK
     counts: Dict[str, List[int]] = {}
@@ -246,7 +247,11 @@ def _slab_labels(plan: CropPlan, enc: LabelEncoding, z0: int, z1: int, no_raw: O
             if beaten.any():
                 lost = int(np.count_nonzero(~_channel_lut(enc, name)[ranks[beaten]]))
             del beaten
-        np.maximum(ranks, pooled, out=ranks)
+        if top == IGNORE_RANK and not maybe_ignore and pooled.dtype == ranks.dtype:
+            ranks = np.array(pooled, copy=True)  # first class merged into all-background ranks
+        else:
+            np.maximum(ranks, pooled, out=ranks)
+        maybe_ignore = maybe_ignore or unk is not None or not all(t.is_identity_slice() for t in taps)
         top = max(top, r)
         counts[name] = [n_pos, 0, lost]
         del src_rank, pos, pooled
@@ -257,7 +262,7 @@ def _slab_labels(plan: CropPlan, enc: LabelEncoding, z0: int, z1: int, no_raw: O
     if len(merged) <= 12:  # a few compare passes beat bincount/take, which widen uint8 to intp
         hist = np.zeros(enc.n_classes + 2, np.int64)
         labels = np.zeros(ranks.shape, enc.dtype)
-        for r in [IGNORE_RANK] + merged:
+        for r in ([IGNORE_RANK] if maybe_ignore else []) + merged:
             m = ranks == r
             hist[r] = np.count_nonzero(m)
             if hist[r]:

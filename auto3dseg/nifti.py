@@ -136,14 +136,16 @@ class NiftiStreamWriter:
         self._rows += int(rows)
 
     def close(self) -> Path:
-        """Finish: verify the row count, fsync, rename to the final path."""
+        """Finish: verify the row count and rename to the final path.
+
+        No fsync: a killed process cannot leave a partial file under the final name (the rename
+        happens after the last byte is handed to the OS); after an OS crash the converter's
+        provenance check (recorded file sizes) finds a short file and reconverts the crop."""
         if self._fh is None:
             return self.path
         if self._rows != self.shape[0]:
             self.abort()
             raise Auto3DSegError(f"{self.path}: {self._rows} z rows written, volume has {self.shape[0]}")
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
         self._fh.close()
         self._fh = None
         os.replace(self._tmp, self.path)
