@@ -88,6 +88,10 @@ def _pct(x: Optional[float]) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
 
+def _num(x: Optional[float]) -> str:
+    return "-" if x is None else f"{x:.1f}"
+
+
 def render_markdown(report: Mapping) -> str:
     """The human report: summary, exclusions with reasons and fixes, per-crop table and pictures."""
     crops: List[Mapping] = list(report.get("crops", []))
@@ -134,7 +138,7 @@ def render_markdown(report: Mapping) -> str:
             f"| {c['key']} | {c['verdict']} | {c.get('fold', '-')} | {raw.get('level', '-')} {raw.get('voxel_size_nm', '')} "
             f"| {lg.get('voxel_size_nm', '-')} | {c.get('output', {}).get('shape', '-')} "
             f"| {_pct(st.get('outside_raw_fraction'))} | {_pct(c.get('raw_missing_chunk_fraction'))} "
-            f"| {_pct(st.get('labelled_em_zero_fraction'))} | {st.get('em_mean', '-')}/{st.get('em_std', '-')} "
+            f"| {_pct(st.get('labelled_em_zero_fraction'))} | {_num(st.get('em_mean'))}/{_num(st.get('em_std'))} "
             f"| {', '.join(ann) or '-'} |")
     lines.append("")
     for c in crops:
