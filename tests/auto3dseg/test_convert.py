@@ -354,3 +354,14 @@ def test_dask_executor_runs_slab_tasks(stores, tmp_path):
     assert lab_d.shape == (8, 8, 8) and int((lab_d == V["mito_mem"]).sum()) == 36
     assert {int(k): v for k, v in rec["stats"]["value_counts"].items()} == \
         {int(v): int(c) for v, c in zip(*np.unique(lab_d, return_counts=True))}
+
+
+def test_em_linear_upsampling_from_an_explicit_coarser_level(stores, tmp_path):
+    """--scale s1 on jrc_t-a: z 10.48 nm -> 8 nm is linear interpolation, y/x 8 -> 8 nm identity."""
+    rep = convert_datasplit(stores["main"], tmp_path, scale="s1", classes=["ecs"], crops=["crop11", "crop1"],
+                            progress=False, keep_flagged=True)
+    rec = next(c for c in rep["crops"] if c["key"] == "jrc_t-a_crop11")
+    assert rec["raw"]["level"] == "s1" and rec["raw"]["voxel_size_nm"] == [10.48, 8.0, 8.0]
+    data, img = load_zyx(tmp_path / rec["output"]["image"])
+    x, y, z = world_centres(img.shape, img.affine)
+    np.testing.assert_allclose(data.astype(float), em_field(z, y, x).transpose(2, 1, 0), atol=1.01)
