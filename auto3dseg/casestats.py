@@ -16,7 +16,9 @@ The definitions reproduced (monai/auto3dseg/analyzer.py, monai 1.5-1.6):
   voxel fraction of that value in the whole case.
 
 Integer images and labels with values in 0..65535 take the streamed path; anything else (float images, scaled
-data) falls back to an exact in-memory computation with the same definitions.
+data) falls back to an exact in-memory computation with the same definitions. One deliberate difference:
+DataAnalyzer casts labels to int16, so a uint16 label value >= 32768 (the uint16 ignore value 65535) comes out
+wrapped (-1); here it stays 65535.
 """
 
 from __future__ import annotations

@@ -33,7 +33,8 @@ def _assert_same(ref, ours, path=""):
 
 @pytest.fixture(scope="module")
 def odd_cases(tmp_path_factory):
-    """Cases that exercise the definitions: flipped and permuted affines, zero borders, an ignore slab."""
+    """Cases that exercise the definitions: flipped and permuted affines, zero borders, an ignore slab,
+    uint16 and float32 images."""
     root = str(tmp_path_factory.mktemp("odd"))
     rng = np.random.default_rng(3)
     flip = np.diag([-8.0, 8.0, 6.0, 1.0])
@@ -44,9 +45,13 @@ def odd_cases(tmp_path_factory):
         ("perm", (18, 20, 24), perm, dict(zero_border=3)),
     ]
     items = []
-    for name, shape, aff, kw in specs:
+    for name, shape, aff, kw in specs + [("u16", (16, 18, 20), None, {}), ("f32", (16, 16, 18), None, {})]:
         img, lab = make_case(rng, shape, **kw)
         img[:2] = 0  # zero first planes of axis 0 (never cropped by DataAnalyzer when it is RAS axis 0)
+        if name == "u16":  # uint16 image and label: the streamed path without the 256x256 joint histogram
+            img, lab = img.astype(np.uint16) * 4, lab.astype(np.uint16)
+        if name == "f32":  # float image: the exact in-memory fallback
+            img = img.astype(np.float32) / 7.0
         items.append(
             {
                 "image": write_nifti(os.path.join(root, f"{name}_0000.nii.gz"), img, affine=aff),
@@ -67,7 +72,7 @@ def test_per_case_numbers_equal_dataanalyzer(odd_cases, tmp_path):
 
     ref_cases = yaml.safe_load(open(ref["datastats_by_case"]))
     our_cases = yaml.safe_load(open(ours["datastats_by_case"]))
-    assert len(our_cases["stats_by_cases"]) == 3
+    assert len(our_cases["stats_by_cases"]) == 5
     by_path = {c["image_filepath"]: c for c in ref_cases["stats_by_cases"]}
     for c in our_cases["stats_by_cases"]:
         _assert_same(by_path[c["image_filepath"]], c)
