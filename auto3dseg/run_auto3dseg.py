@@ -287,9 +287,14 @@ def main(argv=None):
 
     import fire
 
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--help" in args or "-h" in args:  # run() takes **extra, so Fire would pass help=True as an option
+        print(__doc__.strip() + "\n\nOptions (run_auto3dseg --name value):\n" + run.__doc__.split("Args:", 1)[1])
+        print("Modes: " + ", ".join(MODES))
+        return
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        fire.Fire(run, command=argv, serialize=lambda _result: None)
+        fire.Fire(run, command=args, serialize=lambda _result: None)
     except Auto3DSegError as err:
         print(f"run_auto3dseg: error: {err}", file=sys.stderr)
         sys.exit(1)

@@ -131,3 +131,12 @@ def test_swinunetr_is_skipped_without_gpu(state, caplog):
     caplog.set_level("WARNING")
     assert _run(state, "generate", algos="swinunetr") == []  # the tiny templates have no swinunetr: not reached
     assert "needs a CUDA GPU" in caplog.text
+
+
+def test_help_lists_modes_and_options(capsys):
+    from auto3dseg.run_auto3dseg import MODES, main
+
+    main(["--help"])
+    out = capsys.readouterr().out
+    assert all(mode in out for mode in MODES)
+    assert "templates:" in out and "num_epochs:" in out
