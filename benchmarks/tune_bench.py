@@ -6,12 +6,12 @@ subprocesses; each reports its wall time, trials/minute, trial values and peak R
 (frame, diameter) and only the mask dynamics per trial. The last line printed is one JSON object with
 `speedup` = plain seconds per trial / ours, and `memory_ratio` = plain peak RSS / ours.
 
-    python benchmarks/tune_bench.py [--model PATH] [--n_trials 16] [--frames 2] [--size 192]
+    python benchmarks/tune_bench.py [--model PATH] [--n_trials 40] [--frames 2] [--size 192]
 
-Without --model, a randomly initialised Cellpose 3.x net (torch seed 0) is saved to disk and used: offline,
-no download. Its cell probability follows image intensity, so within the search space below (diameter 30 or
-60, cellprob_threshold -0.1..0.05) the dynamics produce dozens of masks per frame: non-trivial work.
-With a trained model pass --model PATH and --cellprob -2,2 (or similar).
+Without --model, a Cellpose 3.x net is first trained briefly on synthetic 64 px frames (`seg2d.train`, 30
+epochs, offline, about 30 s on 2 idle cores; not timed) so that the dynamics run on realistic flows that give
+real masks; the search space is then diameter {model default, 12, 15} px, cellprob_threshold -2..2,
+flow_threshold 0..1.5, min_size -1..60, niter {default, 200, 500}.
 """
 
 import argparse
@@ -79,7 +79,7 @@ def side(args):
     frames = [TuneFrame(f.name, f.image, f.mask) for f in load_dataset(args.dataset)]
     adapter = load_model(args.model, progress=False)
     lo, hi = (float(v) for v in args.cellprob.split(","))
-    space = SearchSpace({"diameter": [30.0, 60.0], "flow_threshold": [0.0, 1.0], "cellprob_threshold": [lo, hi],
+    space = SearchSpace({"diameter": [12.0, 15.0], "flow_threshold": [0.0, 1.5], "cellprob_threshold": [lo, hi],
                          "min_size": [-1, 60], "niter": [0, 200, 500], "bsize": None}, adapter.defaults())
     sampler = optuna.samplers.TPESampler(seed=0, n_startup_trials=8)
     study = optuna.create_study(direction="maximize", sampler=sampler)
@@ -104,9 +104,9 @@ def side(args):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None, help="Cellpose 3.x weights file (default: train one briefly)")
-    ap.add_argument("--n_trials", type=int, default=16)
+    ap.add_argument("--n_trials", type=int, default=40)
     ap.add_argument("--frames", type=int, default=2)
-    ap.add_argument("--cellprob", default="-0.1,0.05", help="cellprob_threshold search range 'low,high'")
+    ap.add_argument("--cellprob", default="-2,2", help="cellprob_threshold search range 'low,high'")
     ap.add_argument("--size", type=int, default=192, help="frame side in px")
     ap.add_argument("--side", choices=("ours", "plain"), default=None, help=argparse.SUPPRESS)
     ap.add_argument("--dataset", default=None, help=argparse.SUPPRESS)
@@ -116,21 +116,22 @@ def main():
 
     work = Path(tempfile.mkdtemp(prefix="seg2d-bench-"))
     os.environ.setdefault("CELLPOSE_LOCAL_MODELS_PATH", str(work / "cpmodels"))  # never fetch weights
-    n_cells = max(6, int(25 * (args.size / 192) ** 2))
+    n_cells = max(6, int(30 * (args.size / 192) ** 2))
     dataset = write_frames(work / "ds", [synth_frame(100 + i, args.size, n_cells) for i in range(args.frames)])
     model = args.model
     if model is None:
-        import torch
-        from cellpose import models
+        from seg2d.train import train_model
 
-        torch.manual_seed(0)
-        model = str(work / "random_cp3")
-        models.CellposeModel(gpu=False).net.save_model(model)
+        train_ds = write_frames(work / "train", [synth_frame(i, 64, 6) for i in range(8)])
+        t0 = time.perf_counter()
+        model = str(train_model(str(train_ds), str(work / "trained"), epochs=30, bsize=64, rescale=False,
+                                learning_rate=0.005, diam_mean=15.0))
+        print(f"trained {model} in {time.perf_counter() - t0:.1f} s (not timed)", flush=True)
 
     results = {}
     for name in ("ours", "plain"):
         cmd = [sys.executable, __file__, "--side", name, "--model", model, "--dataset", str(dataset),
-               "--n_trials", str(args.n_trials), "--cellprob", args.cellprob]
+               "--n_trials", str(args.n_trials), f"--cellprob={args.cellprob}"]
         proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
         if proc.returncode != 0:
             sys.stderr.write(proc.stderr)

@@ -12,16 +12,18 @@ def tune(dataset: str, model: str = "cyto3", n_trials: int = 100, out: str = "se
          seed: Optional[int] = None, objective: Optional[str] = None, calibrate: Optional[bool] = None,
          baseline_masks: Optional[str] = None, calibration_frames: Optional[int] = None,
          per_frame: Optional[bool] = None, max_shift: Optional[int] = None, cache_dir: Optional[str] = None,
-         progress: bool = True):
+         cache_memory: Optional[bool] = None, progress: bool = True):
     """Calibrate the ground truth, search Cellpose parameters with Optuna, write masks and a report.
 
     Shell:  python -m seg2d tune --dataset DIR --model cyto3|PATH --n_trials 100 --out OUT
             [--config configs/seg2d.yaml] [--storage OUT/study.db | study.log] [--objective dice|iou|f1|...]
-            [--baseline_masks DIR] [--calibrate=False] [--per_frame] [--cache_dir DIR]
+            [--baseline_masks DIR] [--calibrate=False] [--per_frame] [--cache_dir DIR] [--cache_memory=False]
     Python: seg2d.tune.tune(dataset, model, n_trials, out, ...)
 
     DIR holds images/<name>.tif and masks/<name>.tif (same base names; masks binary or labelled).
     --n_trials is the total for the study: resuming with the same --storage runs only the missing ones.
+    --cache_memory=False (without --cache_dir) reruns the network in every trial; a median pruner then stops
+    hopeless trials after a few frames.
     Writes OUT/best_params.json, calibration.json, trials.csv, notes.md, *.png, masks/*.tif.
     """
     from seg2d.tune import tune as run
@@ -29,7 +31,7 @@ def tune(dataset: str, model: str = "cyto3", n_trials: int = 100, out: str = "se
     summary = run(dataset, model, int(n_trials), out, config=config, storage=storage, study_name=study_name,
                   seed=seed, objective=objective, calibrate=calibrate, baseline_masks=baseline_masks,
                   calibration_frames=calibration_frames, per_frame=per_frame, max_shift=max_shift,
-                  cache_dir=cache_dir, progress=progress)
+                  cache_dir=cache_dir, cache_memory=cache_memory, progress=progress)
     print(f"best {summary['objective']} {summary['best_value']:.4f} (Cellpose defaults "
           f"{summary['default_value']:.4f}); mean IoU {summary['mean_iou']:.4f}, F1@0.5 {summary['mean_f1_50']:.4f}")
     print(f"wrote {Path(out) / 'best_params.json'}, notes.md, trials.csv, masks/ in {out}")
