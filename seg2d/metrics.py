@@ -78,8 +78,11 @@ def match_counts(iou: np.ndarray, threshold: float) -> Dict[str, int]:
     return {"tp": tp, "fp": n_p - tp, "fn": n_g - tp}
 
 
-def _ratio(num: float, den: float) -> float:
-    return float(num / den) if den > 0 else 1.0
+def _ratio(num: float, den: float, both_empty: bool) -> float:
+    """num/den; an empty denominator scores 1 only when GT and prediction are both empty, else 0."""
+    if den > 0:
+        return float(num / den)
+    return 1.0 if both_empty else 0.0
 
 
 def frame_scores(gt: np.ndarray, pred: np.ndarray, thresholds: Sequence[float] = IOU_THRESHOLDS) -> Dict[str, float]:
@@ -87,7 +90,8 @@ def frame_scores(gt: np.ndarray, pred: np.ndarray, thresholds: Sequence[float] =
 
     Keys: dice, iou (foreground); n_gt, n_pred; per threshold t (suffix 50, 75, 90): tp_, fp_, fn_,
     ap_ = TP/(TP+FP+FN) (Cellpose's "AP"), f1_ = 2TP/(2TP+FP+FN), precision_, recall_, f2_ (F-beta, beta 2).
-    Frames where both are empty score 1.
+    A ratio with an empty denominator is 1 when GT and prediction are both empty, else 0 (e.g. precision
+    is 0 when nothing is predicted but GT has objects).
     """
     gt, pred = np.asarray(gt), np.asarray(pred)
     if gt.shape != pred.shape:
@@ -95,18 +99,19 @@ def frame_scores(gt: np.ndarray, pred: np.ndarray, thresholds: Sequence[float] =
     iou = iou_matrix(gt, pred)
     out = {"dice": foreground_dice(gt, pred), "iou": foreground_iou(gt, pred),
            "n_gt": int(iou.shape[0]), "n_pred": int(iou.shape[1])}
+    both_empty = iou.shape == (0, 0)
     for t in thresholds:
         c = match_counts(iou, t)
         tp, fp, fn = c["tp"], c["fp"], c["fn"]
         k = f"{int(round(t * 100))}"
-        precision, recall = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
+        precision, recall = _ratio(tp, tp + fp, both_empty), _ratio(tp, tp + fn, both_empty)
         out.update({
             f"tp_{k}": tp, f"fp_{k}": fp, f"fn_{k}": fn,
-            f"ap_{k}": _ratio(tp, tp + fp + fn),
-            f"f1_{k}": _ratio(2 * tp, 2 * tp + fp + fn),
+            f"ap_{k}": _ratio(tp, tp + fp + fn, both_empty),
+            f"f1_{k}": _ratio(2 * tp, 2 * tp + fp + fn, both_empty),
             f"precision_{k}": precision,
             f"recall_{k}": recall,
-            f"f2_{k}": _ratio(5 * tp, 5 * tp + 4 * fn + fp),
+            f"f2_{k}": _ratio(5 * tp, 5 * tp + 4 * fn + fp, both_empty),
         })
     return out
 

@@ -62,5 +62,7 @@ def test_empty_frames_and_means():
     assert foreground_dice(z, z) == 1.0
     one = np.ones((5, 5), np.int32)
     assert frame_scores(one, z)["recall_50"] == 0.0
+    assert frame_scores(one, z)["precision_50"] == 0.0  # nothing predicted: not a perfect precision
+    assert frame_scores(z, one)["recall_50"] == 0.0 and frame_scores(z, one)["f1_50"] == 0.0
     m = mean_scores([frame_scores(one, one), frame_scores(one, z)])
     assert m["dice"] == pytest.approx(0.5) and m["tp_50"] == 1
