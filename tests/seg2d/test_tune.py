@@ -156,3 +156,17 @@ def test_tune_pipeline_on_real_network_then_segment(random_weights, tmp_path):
              baseline_masks=str(base), progress=False)
     resumed = json.loads((out / "best_params.json").read_text())
     assert resumed["n_trials_total"] == 18 and resumed["n_trials_run"] == 2
+
+
+def test_uncached_tuning_reruns_the_network_and_reports_for_pruning(random_weights, tmp_path):
+    from seg2d.tune import tune
+
+    ds = write_dataset(tmp_path / "ds", [make_frame(s) for s in (1, 2)])
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("search_space:\n  diameter: [60]\n")
+    summary = tune(str(ds), random_weights, 4, str(tmp_path / "out"), config=str(cfg), calibrate=False,
+                   cache_memory=False, progress=False)
+    assert summary["cache"]["network_runs"] >= 4 * 2 and summary["cache"]["memory_hits"] == 0
+    study = open_study(str(tmp_path / "out" / "study.db"), "seg2d")
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == 4 and all(sorted(t.intermediate_values) == [0, 1] for t in done)
