@@ -2,6 +2,7 @@
 whole `tune` -> `segment` pipeline on a real (randomly initialised, saved to disk) Cellpose network."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -170,3 +171,28 @@ def test_uncached_tuning_reruns_the_network_and_reports_for_pruning(random_weigh
     study = open_study(str(tmp_path / "out" / "study.db"), "seg2d")
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(done) == 4 and all(sorted(t.intermediate_values) == [0, 1] for t in done)
+
+
+def test_two_processes_share_one_journal_study(random_weights, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    ds = write_dataset(tmp_path / "ds", [make_frame(s) for s in (4, 5)])
+    journal = tmp_path / "shared.log"
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("search_space:\n  diameter: [30]\n")  # one diameter: two network runs per worker
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    procs = [subprocess.Popen([sys.executable, "-m", "seg2d", "tune", "--dataset", str(ds), "--model", random_weights,
+                               "--n_trials", "6", "--out", str(tmp_path / f"w{i}"), "--calibrate=False", "--config", str(cfg),
+                               "--storage", str(journal), "--progress=False"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for i in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-2000:]
+    study = open_study(str(journal), "seg2d")
+    assert 6 <= finished_trials(study) <= 7  # the shared total; a worker may finish one trial in flight
+    assert len({t.number for t in study.trials}) == len(study.trials)
+    default = SearchSpace(SPACE, DEFAULTS).default_trial()
+    assert any(t.params["flow_threshold"] == default["flow_threshold"] and t.params["min_size"] == 15
+               for t in study.trials)
