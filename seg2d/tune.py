@@ -5,7 +5,6 @@ import time
 from pathlib import Path
 from typing import Dict, Optional
 
-import numpy as np
 import optuna
 
 from seg2d.align import aligned_frames, calibrate_dataset, model_baselines, read_baselines
