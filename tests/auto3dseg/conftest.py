@@ -1,12 +1,8 @@
 """Shared fixtures of the auto3dseg tests: small synthetic converted-data sets and the tiny template."""
 
-import os
-
 import pytest
 
-from synth_nifti import make_dataset
-
-TINY_TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
+from synth_nifti import TINY_TEMPLATES, make_dataset
 
 
 @pytest.fixture(scope="module")

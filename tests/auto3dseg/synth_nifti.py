@@ -6,6 +6,9 @@ import os
 import nibabel as nib
 import numpy as np
 
+#: Folder holding the tiny `tinyseg` Auto3DSeg template (a real BundleAlgo, CPU).
+TINY_TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
+
 CLASS_NAMES = [{"name": "ecs", "index": [1]}, {"name": "mito_mem", "index": [2]}, {"name": "mito_lum", "index": [3]}]
 IGNORE = 255
 

@@ -235,7 +235,7 @@ def test_swinunetr_template_drift_is_reported(swin_bundle):
 def test_ci_template_generation_trains_with_our_loss_and_targets(synthetic_datalist, tmp_path):
     """MONAI BundleGen with the CI template through run_auto3dseg's generate: the bundle's own training
     pipeline yields our masked uint8 targets and its config instantiates our loss and metric."""
-    from conftest import TINY_TEMPLATES
+    from synth_nifti import TINY_TEMPLATES
 
     from auto3dseg.bundles import generate
     from auto3dseg.rundata import load_run_datalist

@@ -47,7 +47,7 @@ def test_converter_round_trip_lands_on_crop_grid(sample_split, tmp_path):
 
 @pytest.mark.slow
 def test_sample_predict_export_evaluate(sample_split, tmp_path):
-    from conftest import TINY_TEMPLATES
+    from synth_nifti import TINY_TEMPLATES
 
     split = sample_split
     nifti = tmp_path / "nifti"

@@ -30,7 +30,7 @@ def state(synthetic_datalist, tmp_path_factory):
 
 
 def _run(state, mode, **kw):
-    from conftest import TINY_TEMPLATES
+    from synth_nifti import TINY_TEMPLATES
 
     kw.setdefault("templates", TINY_TEMPLATES)
     kw.setdefault("algos", "tinyseg")
