@@ -24,7 +24,7 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
-from auto3dseg.atomic import write_yaml_atomic
+from cellmap.atomic import write_yaml_atomic
 from auto3dseg.casestats import DEFAULT_SLAB_VOXELS, CaseStatsError, case_stats
 from auto3dseg.errors import Auto3DSegError
 from auto3dseg.rundata import RunDatalist, load_run_datalist

@@ -30,7 +30,7 @@ from urllib.parse import urlparse
 import yaml
 from tqdm import tqdm
 
-from auto3dseg.atomic import write_yaml_atomic
+from cellmap.atomic import write_yaml_atomic
 from auto3dseg.errors import Auto3DSegError
 from auto3dseg.rundata import RunDatalist, load_run_datalist
 

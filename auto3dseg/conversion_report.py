@@ -15,7 +15,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 import numpy as np
 
 from auto3dseg.datacheck import fetch_command
-from auto3dseg.datalist import write_json_atomic
+from cellmap.atomic import write_json_atomic
 
 __all__ = ["REPORT_SCHEMA", "save_picture", "render_markdown", "write_report"]
 

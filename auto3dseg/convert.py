@@ -38,10 +38,10 @@ from cellmap.resample import label_taps as _label_taps_uncached
 
 from auto3dseg.convert_plan import CropPlan, grid_dict, plan_hash
 from auto3dseg.datacheck import CropStats
-from auto3dseg.datalist import write_json_atomic
 from auto3dseg.errors import Auto3DSegError
 from auto3dseg.labels import LabelEncoding
-from auto3dseg.nifti import NiftiStreamWriter, assemble_nifti, compress_member, remove_stale_temps
+from auto3dseg.nifti import NiftiStreamWriter, assemble_nifti, compress_member
+from cellmap.atomic import remove_stale_temps, write_bytes_atomic, write_json_atomic
 from auto3dseg.zarr_window import reader_for
 
 __all__ = ["SlabResult", "compute_slab", "convert_crop", "convert_all", "image_name", "label_name",
@@ -466,10 +466,7 @@ def _slab_task(plan: CropPlan, enc: LabelEncoding, z0: int, z1: int, part_dir: O
 
 
 def _write_part(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
+    write_bytes_atomic(path, data, fsync=False)
 
 
 def _finish_parallel_crop(plan: CropPlan, enc: LabelEncoding, output_dir: Path, results: List[SlabResult],

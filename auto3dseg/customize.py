@@ -7,7 +7,7 @@ import os
 
 import yaml
 
-from auto3dseg.atomic import write_yaml_atomic
+from cellmap.atomic import write_yaml_atomic
 from auto3dseg.errors import Auto3DSegError
 
 __all__ = ["input_overrides", "after_generation", "partial_enabled", "LOSS_TARGET", "TRANSFORM_TARGET"]

@@ -9,14 +9,13 @@ every string it finds.
 
 from __future__ import annotations
 
-import json
-import os
 import random
 from collections import OrderedDict
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Sequence
 
 from auto3dseg.errors import Auto3DSegError
+from cellmap.atomic import write_json_atomic
 
 __all__ = [
     "DatalistError",
@@ -25,7 +24,6 @@ __all__ = [
     "annotated_bitmask",
     "decode_bitmask",
     "build_datalist",
-    "write_json_atomic",
     "write_datalist",
 ]
 
@@ -115,19 +113,6 @@ def build_datalist(class_names: Sequence[Mapping], training: Sequence[Mapping], 
         "testing": [{"image": str(t["image"])} for t in testing],
     }
 
-
-def write_json_atomic(path, obj, indent: int = 2) -> Path:
-    """Write ``obj`` as JSON to ``path`` via a temporary file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as fh:
-        json.dump(obj, fh, indent=indent)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    return path
 
 
 def write_datalist(path, datalist: dict) -> Path:

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import yaml
 
-from auto3dseg.atomic import write_text_atomic
+from cellmap.atomic import atomic_path, write_text_atomic
 
 __all__ = ["write_report", "REPORT", "PLOTS"]
 
@@ -29,9 +29,8 @@ def _fmt(x, digits=3):
 
 
 def _savefig(fig, path):
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=90, bbox_inches="tight")
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=90, bbox_inches="tight")
 
 
 def _class_rows(summary):

@@ -26,6 +26,7 @@ import numpy as np
 from isal import isal_zlib
 
 from auto3dseg.errors import Auto3DSegError
+from cellmap.atomic import tmp_path_for
 
 __all__ = [
     "UNIT_DESCRIP",
@@ -34,8 +35,6 @@ __all__ = [
     "compress_member",
     "NiftiStreamWriter",
     "assemble_nifti",
-    "tmp_path_for",
-    "remove_stale_temps",
     "read_spacing_unit",
 ]
 
@@ -77,25 +76,6 @@ def compress_member(data: bytes | np.ndarray, level: int = _LEVEL) -> bytes:
     comp = isal_zlib.compressobj(level, isal_zlib.DEFLATED, 31)
     return comp.compress(data) + comp.flush()
 
-
-def tmp_path_for(path: Path) -> Path:
-    """The temporary name ``path`` is written under before the atomic rename."""
-    path = Path(path)
-    return path.with_name(f"{path.name}.tmp-{os.getpid()}")
-
-
-def remove_stale_temps(folder: Path) -> int:
-    """Delete leftovers ``*.tmp-*`` of an interrupted run in ``folder``; returns how many."""
-    n = 0
-    folder = Path(folder)
-    if folder.is_dir():
-        for p in folder.glob("*.tmp-*"):
-            try:
-                p.unlink()
-                n += 1
-            except FileNotFoundError:
-                pass
-    return n
 
 
 class NiftiStreamWriter:

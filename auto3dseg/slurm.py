@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from auto3dseg.atomic import write_text_atomic
+from cellmap.atomic import write_text_atomic
 from auto3dseg.errors import Auto3DSegError
 from auto3dseg.resources import Resources
 

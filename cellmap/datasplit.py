@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Iterable, List, Optional, Sequence, Tuple
 
 from cellmap import _zarr
-from cellmap._atomic import write_text_atomic
+from cellmap.atomic import write_text_atomic
 from cellmap.errors import CellMapError
 
 __all__ = ["DatasplitError", "DatasplitRow", "parse_class_path", "read_datasplit", "write_datasplit",

@@ -52,6 +52,7 @@ from scipy.optimize import linear_sum_assignment
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from cellmap.atomic import atomic_path, write_text_atomic
 from cellmap.errors import CellMapError
 
 __all__ = [
@@ -867,7 +868,7 @@ def write_report(scores: Scores, out_dir, title: str = "CellMap scores") -> Dict
     lines = [",".join(_COLUMNS)]
     for r in rows:
         lines.append(",".join(_csv_cell(r[c]) for c in _COLUMNS))
-    paths["csv"] = _atomic_text(out / "scores.csv", "\n".join(lines) + "\n")
+    paths["csv"] = write_text_atomic(out / "scores.csv", "\n".join(lines) + "\n")
     md = [f"# {title}", "",
           f"Overall score **{scores.overall_score:.4f}** = sqrt(instance {scores.instance_score:.4f}"
           f" x semantic {scores.semantic_score:.4f}).", "",
@@ -891,7 +892,7 @@ def write_report(scores: Scores, out_dir, title: str = "CellMap scores") -> Dict
         md += ["", "## Notes", ""] + [f"- {n}" for n in scores.notes]
     md += ["", "Scoring: CellMap toolbox HEAD rules (pooled per class); see `cellmap/evaluate.py`.",
            "", "![per-class scores](scores.png)", ""]
-    paths["md"] = _atomic_text(out / "scores.md", "\n".join(md))
+    paths["md"] = write_text_atomic(out / "scores.md", "\n".join(md))
     png = _bar_chart(scores, out / "scores.png", title)
     if png is not None:
         paths["png"] = png
@@ -903,13 +904,6 @@ def _csv_cell(v) -> str:
         return "" if math.isnan(v) else repr(v)
     s = str(v)
     return f'"{s}"' if "," in s else s
-
-
-def _atomic_text(path: Path, text: str) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
 
 
 def _bar_chart(scores: Scores, path: Path, title: str) -> Optional[Path]:
@@ -936,8 +930,7 @@ def _bar_chart(scores: Scores, path: Path, title: str) -> Optional[Path]:
               fontsize=8, loc="upper right")
     ax.set_title(f"{title}: overall {scores.overall_score:.3f}")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    os.replace(tmp, path)
     return path

@@ -38,7 +38,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from cellmap import _zarr
-from cellmap._atomic import write_text_atomic
+from cellmap.atomic import write_text_atomic
 from cellmap.classes import ATOMIC_IDS, atoms_of, get_class
 from cellmap.datasplit import DatasplitRow, write_datasplit
 from cellmap.errors import CellMapError
