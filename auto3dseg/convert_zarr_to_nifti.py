@@ -114,6 +114,12 @@ def convert(datasplit: str = "datasplit.csv", output_dir: str = "data/nifti", ta
     if report.get("datalist"):
         print(f"datalist: {report['datalist']}")
     print(f"report:   {report['report_paths']['md']}")
+    failed = [rec["key"] for rec in report["crops"] if rec["verdict"] == "excluded: conversion_error"]
+    if failed:
+        from auto3dseg.conversion import ConversionError
+
+        raise ConversionError(f"{len(failed)} crop(s) failed to convert ({', '.join(failed)}); the other crops "
+                              f"are written; the reasons are in {report['report_paths']['md']}")
 
 
 def _is_single_name(value) -> bool:

@@ -102,3 +102,34 @@ def test_killed_mid_crop_leaves_no_complete_looking_file_and_rerun_resumes(big, 
     p = _cli(args, cwd=str(tmp_path))
     stdout, err = p.communicate(timeout=120)
     assert p.returncode == 0 and "2 unchanged (skipped)" in stdout, err
+
+
+def test_a_crop_that_fails_to_convert_fails_the_command_and_keeps_the_others(tmp_path):
+    """A corrupt raw chunk (undecodable bytes) in one dataset: the other dataset's crop is still written,
+    and the command exits non-zero naming the failed crop instead of reporting success."""
+    good = str(tmp_path / "jrc_ok" / "jrc_ok.zarr")
+    bad = str(tmp_path / "jrc_bad" / "jrc_bad.zarr")
+    for za in (good, bad):
+        write_raw(za, (4.0,) * 3, (2.0,) * 3, (16, 32, 32), chunks=(8, 16, 16), levels=1)
+        lab = np.zeros((16, 32, 32), np.uint8)
+        lab[:, :, 16:] = 1
+        write_crop(za, "crop1", (4.0,) * 3, (2.0,) * 3, {"ecs": lab})
+    write_crop(good, "crop2", (4.0,) * 3, (2.0,) * 3, {"ecs": lab[:8]})  # two kept crops make two folds
+    s0 = os.path.join(bad, "recon-1", "em", "fibsem-uint8", "s0")
+    chunk_files = [os.path.join(d, f) for d, _, fs in os.walk(s0) for f in fs if not f.startswith(".")]
+    assert chunk_files
+    for f in chunk_files:
+        with open(f, "wb") as fh:
+            fh.write(b"this is not a compressed chunk")
+    split = write_datasplit(tmp_path / "datasplit.csv", [("train", good, "crop1", ["ecs"]), ("train", good, "crop2", ["ecs"]),
+                                                           ("train", bad, "crop1", ["ecs"])])
+    p = _cli(["--datasplit", split, "--output_dir", str(tmp_path / "o"), "--target_spacing", "4", "--fold_by", "crop",
+              "--quiet"], cwd=str(tmp_path))
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 2, (out, err)
+    assert "jrc_bad_crop1" in err and "failed to convert" in err
+    assert os.path.exists(tmp_path / "o" / "images" / "jrc_ok_crop1_0000.nii.gz")
+    assert not os.path.exists(tmp_path / "o" / "images" / "jrc_bad_crop1_0000.nii.gz")
+    report = read_json(tmp_path / "o" / "conversion_report.json")
+    verdicts = {rec["key"]: rec["verdict"] for rec in report["crops"]}
+    assert verdicts == {"jrc_ok_crop1": "kept", "jrc_ok_crop2": "kept", "jrc_bad_crop1": "excluded: conversion_error"}
