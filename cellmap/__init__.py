@@ -10,9 +10,9 @@ No torch and no MONAI here; works with zarr-python 2.18 and 3.x. Submodules:
 - ``cellmap.datasplit``: CellMap's ``datasplit.csv``.
 - ``cellmap.crop``: ``open_crop(row)``: raw pyramid, label grid, class arrays and status of one crop.
 - ``cellmap.sample``: the embedded sample dataset (``python -m cellmap.sample DIR``).
-- ``cellmap.resample``, ``cellmap.evaluate``, ``cellmap.submission``: resampling, CellMap scoring,
-  submission zarrs.
+- ``cellmap.resample``, ``cellmap.evaluate``, ``cellmap.submission``, ``cellmap.atomic``: resampling, CellMap scoring,
+  submission zarrs, atomic file output.
 """
 
 __all__ = ["errors", "grid", "multiscale", "io", "classes", "annotation", "datasplit", "crop", "sample",
-           "resample", "evaluate", "submission"]
+           "resample", "evaluate", "submission", "atomic"]
