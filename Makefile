@@ -28,7 +28,7 @@ install: $(STAMP)
 $(ZARR2_STAMP):
 	$(PYTHON) -m venv $(ZARR2_VENV)
 	$(ZARR2_VENV)/bin/python -m pip install --upgrade pip
-	$(ZARR2_VENV)/bin/python -m pip install 'zarr>=2.18,<3' 'numcodecs<0.16' 'numpy>=1.24,<2.1' scipy pandas pyyaml 'dask[array]' fire tqdm pytest pytest-timeout
+	$(ZARR2_VENV)/bin/python -m pip install 'zarr>=2.18,<3' 'numcodecs<0.16' 'numpy>=1.24,<2.1' scipy pandas pyyaml 'dask[array]' fire tqdm matplotlib pytest pytest-timeout
 	touch $(ZARR2_STAMP)
 
 demo: install
