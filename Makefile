@@ -25,7 +25,7 @@ install: $(STAMP)
 
 # A second, small venv that runs the cellmap/ suite under zarr-python 2.18
 # (the zarr the official CellMap toolbox pins); the main venv has zarr 3.x.
-$(ZARR2_STAMP):
+$(ZARR2_STAMP): Makefile
 	$(PYTHON) -m venv $(ZARR2_VENV)
 	$(ZARR2_VENV)/bin/python -m pip install --upgrade pip
 	$(ZARR2_VENV)/bin/python -m pip install 'zarr>=2.18,<3' 'numcodecs<0.16' 'numpy>=1.24,<2.1' scipy pandas pyyaml 'dask[array]' fire tqdm matplotlib pytest pytest-timeout
