@@ -28,9 +28,14 @@ def _fmt(x, digits=3):
     return str(x)
 
 
-def _savefig(fig, path):
-    with atomic_path(path, suffix=".png") as tmp:
+def _savefig(fig, work_dir, name):
+    """Save ``fig`` atomically as ``work_dir/name``, close it and return ``name``."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(os.path.join(work_dir, name), suffix=".png") as tmp:
         fig.savefig(tmp, dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return name
 
 
 def _class_rows(summary):
@@ -79,9 +84,7 @@ def _plots(work_dir, summary):
     ax.invert_yaxis()
     ax.set_xlabel(f"cases (of {summary['n_cases']})")
     ax.set_title("Per-class coverage")
-    _savefig(fig, os.path.join(work_dir, PLOTS[0]))
-    plt.close(fig)
-    out["coverage"] = PLOTS[0]
+    out["coverage"] = _savefig(fig, work_dir, PLOTS[0])
 
     rows = _class_rows(summary)
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(rows) + 1.5))
@@ -95,9 +98,7 @@ def _plots(work_dir, summary):
     ax.set_xscale("log")
     ax.set_xlabel("foreground % of the case's voxels (cases where present)")
     ax.set_title("Per-class foreground %")
-    _savefig(fig, os.path.join(work_dir, PLOTS[1]))
-    plt.close(fig)
-    out["foreground"] = PLOTS[1]
+    out["foreground"] = _savefig(fig, work_dir, PLOTS[1])
 
     shapes = np.array([c["shape"] for c in cases], dtype=float)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
@@ -105,17 +106,13 @@ def _plots(work_dir, summary):
     axes[1].hist(np.prod(shapes, axis=1), bins=20)
     axes[1].set_xlabel("voxels per case")
     fig.suptitle("Case shapes")
-    _savefig(fig, os.path.join(work_dir, PLOTS[2]))
-    plt.close(fig)
-    out["shapes"] = PLOTS[2]
+    out["shapes"] = _savefig(fig, work_dir, PLOTS[2])
 
     spacing = np.array([c["spacing"] for c in cases], dtype=float)
     fig, ax = plt.subplots(figsize=(6, 3.5))
     _axis_hists(ax, spacing, "spacing (affine units, nm for converted CellMap data)")
     ax.set_title("Voxel spacing")
-    _savefig(fig, os.path.join(work_dir, PLOTS[3]))
-    plt.close(fig)
-    out["spacing"] = PLOTS[3]
+    out["spacing"] = _savefig(fig, work_dir, PLOTS[3])
 
     order = np.argsort([c["intensity_mean"] for c in cases])
     fig, ax = plt.subplots(figsize=(8, 3.5))
@@ -126,9 +123,7 @@ def _plots(work_dir, summary):
     ax.set_xlabel("case (sorted by mean)")
     ax.set_ylabel("intensity: mean, p0.5..p99.5")
     ax.set_title("Image intensity per case (foreground-cropped, as DataAnalyzer)")
-    _savefig(fig, os.path.join(work_dir, PLOTS[4]))
-    plt.close(fig)
-    out["intensity"] = PLOTS[4]
+    out["intensity"] = _savefig(fig, work_dir, PLOTS[4])
     return out
 
 
