@@ -33,6 +33,7 @@ import re
 from dataclasses import dataclass, field
 
 from auto3dseg.errors import Auto3DSegError
+from cellmap.errors import CellMapError
 
 __all__ = ["Options", "MODES", "run", "main", "DEFAULT_WORK_DIR", "DEFAULT_ALGOS"]
 
@@ -282,7 +283,7 @@ def run(
 
 
 def main(argv=None):
-    """Console script ``run_auto3dseg``: Fire over :func:`run`; user errors print one message and exit 1."""
+    """Console script ``run_auto3dseg``: Fire over :func:`run`; user errors print one message and exit 2."""
     import sys
 
     import fire
@@ -295,9 +296,9 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         fire.Fire(run, command=args, serialize=lambda _result: None)
-    except Auto3DSegError as err:
+    except CellMapError as err:  # the root of Auto3DSegError and of the cellmap data errors
         print(f"run_auto3dseg: error: {err}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

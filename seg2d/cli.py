@@ -115,7 +115,10 @@ def _fire(component):
     try:
         fire.Fire(component)
     except Seg2DError as exc:
-        raise SystemExit(f"seg2d: error: {exc}") from None
+        import sys
+
+        print(f"seg2d: error: {exc}", file=sys.stderr)
+        sys.exit(2)  # as the other commands of the project: 2 = bad input or setting, message above
 
 
 def main():

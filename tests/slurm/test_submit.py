@@ -112,9 +112,9 @@ steps:
 def test_submit_refuses_unknown_options_and_missing_datalist(tmp_path):
     proc = run_cli("--mode", "submit", "--dry_run", "--profil", "local",
                    "--datalist", str(tmp_path / "none.json"))
-    assert proc.returncode == 1 and "unknown option(s) ['profil']" in proc.stderr
+    assert proc.returncode == 2 and "unknown option(s) ['profil']" in proc.stderr
     proc = run_cli("--mode", "submit", "--dry_run", "--datalist", str(tmp_path / "none.json"))
-    assert proc.returncode == 1 and "none.json does not exist" in proc.stderr
+    assert proc.returncode == 2 and "none.json does not exist" in proc.stderr
 
 
 @pytest.mark.slurm
