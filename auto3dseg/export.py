@@ -31,6 +31,7 @@ from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from auto3dseg.datalist import decode_bitmask
 from auto3dseg.errors import Auto3DSegError
 from cellmap.evaluate import instance_class_names, label_components
 from cellmap.grid import Grid
@@ -377,8 +378,7 @@ def _annotated_by_key(dl: dict) -> Dict[str, List[str]]:
     out = {}
     for item in dl.get("training", []):
         if "label" in item and "annotated" in item:
-            bits = int(item["annotated"])
-            out[case_key(item["label"])] = [n for k, n in enumerate(names) if bits >> k & 1]
+            out[case_key(item["label"])] = decode_bitmask(names, item["annotated"])
     return out
 
 
