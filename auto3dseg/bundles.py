@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from cellmap.atomic import write_yaml_atomic
 from auto3dseg.errors import Auto3DSegError
+from auto3dseg.nifti import nifti_stem
 from auto3dseg.rundata import RunDatalist, load_run_datalist
 
 __all__ = [
@@ -500,11 +501,7 @@ def build_ensemble(work_dir: str, config: dict):
 
 def output_name(image_path: str) -> str:
     """Prediction file name for an input image: ``<dataset>_<crop>_0000.nii.gz`` -> ``<dataset>_<crop>.nii.gz``."""
-    base = os.path.basename(image_path)
-    for ext in (".nii.gz", ".nii"):
-        if base.endswith(ext):
-            base = base[: -len(ext)]
-            break
+    base = nifti_stem(image_path)
     if base.endswith("_0000"):
         base = base[: -len("_0000")]
     return base + ".nii.gz"

@@ -33,6 +33,7 @@ import numpy as np
 
 from auto3dseg.datalist import decode_bitmask
 from auto3dseg.errors import Auto3DSegError
+from auto3dseg.nifti import nifti_stem
 from cellmap.evaluate import instance_class_names, label_components
 from cellmap.grid import Grid
 from cellmap._zarr import join
@@ -77,10 +78,7 @@ class CropTarget:
 def case_key(path) -> str:
     """The case key of a NIfTI file name: the stem without ``.nii[.gz]`` and the suffixes
     ``_ensemble``, ``_seg``, ``_pred``, ``_0000`` (``jrc_x_crop7_0000_ensemble`` -> ``jrc_x_crop7``)."""
-    name = Path(path).name
-    for ext in (".nii.gz", ".nii"):
-        if name.endswith(ext):
-            name = name[: -len(ext)]
+    name = nifti_stem(path)
     changed = True
     while changed:
         changed = False

@@ -30,6 +30,7 @@ from cellmap.atomic import tmp_path_for
 
 __all__ = [
     "UNIT_DESCRIP",
+    "nifti_stem",
     "nifti_affine",
     "header_bytes",
     "compress_member",
@@ -41,6 +42,15 @@ __all__ = [
 UNIT_DESCRIP = "cellmap-auto3dseg units=nm"
 _LEVEL = 2  # isal: level 2 is both its fastest and ~zlib-6 ratio on EM
 _VOX_OFFSET = 352
+
+
+def nifti_stem(path) -> str:
+    """The file name of ``path`` without ``.nii.gz`` or ``.nii`` (other names are returned whole)."""
+    base = os.path.basename(os.fspath(path))
+    for ext in (".nii.gz", ".nii"):
+        if base.endswith(ext):
+            return base[: -len(ext)]
+    return base
 
 
 def nifti_affine(voxel_size_nm: Sequence[float], translation_nm: Sequence[float]) -> np.ndarray:

@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass, field
 
 from auto3dseg.errors import Auto3DSegError
+from auto3dseg.nifti import nifti_stem
 
 __all__ = ["DatalistReadError", "Case", "RunDatalist", "load_run_datalist", "DEFAULT_DATALIST"]
 
@@ -30,7 +31,7 @@ class Case:
     @property
     def name(self) -> str:
         """The label file name without ``.nii.gz`` (``<dataset>_<crop>``)."""
-        return _stem(self.label or self.image)
+        return nifti_stem(self.label or self.image)
 
 
 @dataclass(frozen=True)
@@ -57,14 +58,6 @@ class RunDatalist:
             for v in c.get("index", []):
                 out[int(v)] = c["name"]
         return out
-
-
-def _stem(path: str) -> str:
-    base = os.path.basename(path)
-    for ext in (".nii.gz", ".nii"):
-        if base.endswith(ext):
-            return base[: -len(ext)]
-    return base
 
 
 def _resolve(root: str, rel: str) -> str:
