@@ -1,14 +1,13 @@
 """Cache of network outputs (flows, cellprob) per (frame, diameter, bsize, model), in memory and optionally on disk."""
 
 import hashlib
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
 import numpy as np
 
+from seg2d.io import write_atomic
 from seg2d.model import Flows
 
 __all__ = ["FlowCache"]
@@ -82,15 +81,8 @@ class FlowCache:
     def _save(self, k: str, flows: Flows) -> None:
         if self.disk_dir is None:
             return
-        self.disk_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{k}.", suffix=".npz", dir=str(self.disk_dir))
-        os.close(fd)
-        try:
-            np.savez(tmp, dP=flows.dP, cellprob=flows.cellprob, niter_default=np.float64(flows.niter_default))
-            os.replace(tmp, self.disk_dir / f"{k}.npz")
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        write_atomic(self.disk_dir / f"{k}.npz", lambda tmp: np.savez(
+            tmp, dP=flows.dP, cellprob=flows.cellprob, niter_default=np.float64(flows.niter_default)), suffix=".npz")
 
     def stats(self) -> Dict[str, float]:
         return {"memory_hits": self.hits, "disk_hits": self.disk_hits, "network_runs": self.misses,

@@ -148,13 +148,19 @@ def load_dataset(dataset_dir, frames: Optional[Sequence[str]] = None) -> List[Fr
     return out
 
 
-def _atomic(path: Path, write) -> Path:
+def write_atomic(path, write, suffix: str = ".tmp") -> Path:
+    """Call ``write(tmp)`` on a temporary name beside ``path`` (ending in ``suffix``, for writers that
+    pick a format from the name), then rename it to ``path``; on error the temporary file is removed.
+    The result gets the usual permissions (0666 minus the umask), not mkstemp's 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=str(path.parent))
     os.close(fd)
     try:
         write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -165,7 +171,7 @@ def _atomic(path: Path, write) -> Path:
 
 def write_tiff(path, array: np.ndarray) -> Path:
     """Write `array` to `path` atomically (temp file in the same folder, then rename)."""
-    return _atomic(path, lambda tmp: tifffile.imwrite(tmp, array))
+    return write_atomic(path, lambda tmp: tifffile.imwrite(tmp, array))
 
 
 def write_text(path, text: str) -> Path:
@@ -175,7 +181,7 @@ def write_text(path, text: str) -> Path:
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(text)
 
-    return _atomic(path, _write)
+    return write_atomic(path, _write)
 
 
 def write_json(path, obj) -> Path:

@@ -1,14 +1,12 @@
 """Tuning outputs: trials.csv, notes.md (default vs best in numbers), PNG plots and GT/prediction overlays."""
 
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from seg2d.io import write_text
+from seg2d.io import write_atomic, write_text
 
 __all__ = ["write_trials_csv", "plot_history", "plot_importances", "plot_overlays", "notes_markdown"]
 
@@ -27,17 +25,7 @@ def write_trials_csv(study, path) -> Path:
 
 
 def _save_fig(fig, path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=str(path.parent))
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=100, bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=100, bbox_inches="tight"), suffix=".png")
 
 
 def _plt():
