@@ -33,7 +33,7 @@ from tqdm import tqdm
 from cellmap.atomic import write_yaml_atomic
 from auto3dseg.errors import Auto3DSegError
 from auto3dseg.nifti import nifti_stem
-from auto3dseg.rundata import RunDatalist, load_run_datalist
+from auto3dseg.rundata import RunDatalist
 
 __all__ = [
     "BundleError",

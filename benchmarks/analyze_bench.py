@@ -22,6 +22,8 @@ import sys
 import tempfile
 import time
 
+from _bench import peak_rss_mb  # benchmarks/ is sys.path[0] when run as a script
+
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -59,11 +61,8 @@ def side(which: str, datalist: str, out: str) -> None:
     start = time.perf_counter()
     analyze(datalist, out, workers=1, engine=which, report=False, progress=False)
     seconds = time.perf_counter() - start
-    # VmHWM: this process's own peak (ru_maxrss of an exec'ed child also carries the forking parent's RSS)
-    with open("/proc/self/status") as fh:
-        hwm_kb = next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:"))
-    peak = max(hwm_kb, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
-    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak / 1024.0}))
+    peak_mb = max(peak_rss_mb(), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0)
+    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_mb}))
 
 
 def _run_side(which, datalist, out):

@@ -2,7 +2,7 @@
 streaming converter and with a naive baseline (whole arrays into numpy, float32 image, nibabel.save).
 
 Each side runs once in its own subprocess, which reports its wall time and its own peak RSS
-(``resource.getrusage(RUSAGE_SELF)``), so they do not pollute each other. The last line printed is one JSON
+(``VmHWM``, see ``_bench.peak_rss_mb``), so they do not pollute each other. The last line printed is one JSON
 object with ``speedup`` (baseline time / ours) and ``memory_ratio`` (baseline peak RSS / ours).
 
     python benchmarks/convert_bench.py [--size 512] [--workdir /tmp/convert_bench]
@@ -13,11 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
 import time
+
+from _bench import peak_rss_mb  # benchmarks/ is sys.path[0] when run as a script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
@@ -25,19 +26,6 @@ if ROOT not in sys.path:
 
 VS = (8.0, 8.0, 8.0)
 CLASSES = ("ecs", "mito")
-
-
-def _peak_rss_mb() -> float:
-    """Peak resident set of this process (VmHWM: reset by exec, unlike ru_maxrss which Linux keeps
-    across execve and would report the parent's peak)."""
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def build(workdir: str, size: int) -> str:
@@ -153,7 +141,7 @@ def run_baseline(split: str, out: str) -> dict:
 
 def _child(role: str, split: str, out: str, threads: int) -> None:
     res = run_ours(split, out, threads) if role == "ours" else run_baseline(split, out)
-    res["peak_rss_mb"] = _peak_rss_mb()
+    res["peak_rss_mb"] = peak_rss_mb()
     print(json.dumps(res))
 
 

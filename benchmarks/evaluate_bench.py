@@ -18,6 +18,8 @@ import sys
 import tempfile
 import time
 
+from _bench import peak_rss_mb  # benchmarks/ is sys.path[0] when run as a script
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
@@ -52,15 +54,6 @@ def make_data(root: str, size: int, spacing: int = 20, seed: int = 0) -> None:
     grid = Grid((4.0, 4.0, 4.0), (2.0, 2.0, 2.0), truth.shape)
     write_label(os.path.join(root, "t.zarr"), 1, "mito", truth, grid)
     write_label(os.path.join(root, "p.zarr"), 1, "mito", pred, grid)
-
-
-def peak_rss_mb() -> float:
-    """This process's peak RSS (VmHWM; ru_maxrss would carry the parent's peak across exec)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def child(root: str, budget: int, whole: bool) -> None:

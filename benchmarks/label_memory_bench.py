@@ -20,11 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
 import time
+
+from _bench import peak_rss_mb  # benchmarks/ is sys.path[0] when run as a script
 
 CLASS_INDEX = [[v] for v in range(1, 15)]  # 14 classes, label values 1..14 (CellMap organelles14 order)
 IGNORE = 255
@@ -36,15 +37,6 @@ def _available_bytes() -> int:
             if line.startswith("MemAvailable:"):
                 return int(line.split()[1]) * 1024
     return 0
-
-
-def _peak_rss_bytes() -> int:
-    """This process's peak RSS (VmHWM; unlike ru_maxrss it does not inherit the parent's across exec)."""
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _write_label(path: str, size: int) -> None:
@@ -84,7 +76,7 @@ def _worker(side: str, label_path: str, roi: list, templates: str | None) -> dic
     from monai.transforms import Compose, LoadImaged, RandSpatialCropd
 
     torch.set_num_threads(1)
-    rss_imports = _peak_rss_bytes()
+    rss_imports = int(peak_rss_mb() * 1024 * 1024)
     load = LoadImaged(keys="label", ensure_channel_first=True, image_only=True, dtype=None)  # uint8 as stored
     crop = RandSpatialCropd(keys="label", roi_size=roi, random_size=False)
     used = "ours"
@@ -110,7 +102,7 @@ def _worker(side: str, label_path: str, roi: list, templates: str | None) -> dic
         "side": side,
         "embedding": used,
         "seconds": seconds,
-        "peak_rss_bytes": _peak_rss_bytes(),
+        "peak_rss_bytes": int(peak_rss_mb() * 1024 * 1024),
         "rss_after_imports_bytes": rss_imports,
         "output_shape": list(out.shape),
         "output_dtype": str(out.dtype),

@@ -17,11 +17,12 @@ flow_threshold 0..1.5, min_size -1..60, niter {default, 200, 500}.
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
 import time
+
+from _bench import peak_rss_mb  # benchmarks/ is sys.path[0] when run as a script
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,7 +99,7 @@ def side(args):
     print(json.dumps({"side": args.side, "seconds": seconds, "n_trials": len(values),
                       "trials_per_minute": 60.0 * len(values) / seconds, "values": values,
                       "best_value": float(np.max(values)),
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}))
+                      "peak_rss_mb": peak_rss_mb()}))
 
 
 def main():
